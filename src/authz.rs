@@ -1,0 +1,138 @@
+//! Who may see what. One core, [`evaluate`], decides for every protocol;
+//! the proxy and the forward-auth adapters ([`forward`]) only read the
+//! target from their request and shape the answer.
+
+pub mod forward;
+
+use crate::config::AccessConfig;
+use crate::session::Claims;
+
+/// What a request is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub method: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// A public path: pass, with no identity.
+    Public,
+    /// Signed in and allowed.
+    Allow,
+    /// No (valid) session.
+    Unauthenticated,
+    /// Signed in, but the rules say no.
+    Forbidden,
+}
+
+/// Decides on a request: public paths pass, everything else needs a
+/// session whose user passes the access rules.
+pub fn evaluate(access: &AccessConfig, claims: Option<&Claims>, target: &Target<'_>) -> Decision {
+    if access.public_paths.iter().any(|p| p.matches(target.path)) {
+        return Decision::Public;
+    }
+    match claims {
+        None => Decision::Unauthenticated,
+        Some(c) if allowed(access, c) => Decision::Allow,
+        Some(_) => Decision::Forbidden,
+    }
+}
+
+/// The global allow-lists (`allowed_emails`, `allowed_domains`,
+/// `allowed_groups`): when any is set, the user must match one of them.
+pub fn allowed(access: &AccessConfig, claims: &Claims) -> bool {
+    if access.allowed_emails.is_empty()
+        && access.allowed_domains.is_empty()
+        && access.allowed_groups.is_empty()
+    {
+        return true;
+    }
+    let email = claims.email.as_deref().map(str::to_ascii_lowercase);
+    if let Some(e) = &email {
+        if access.allowed_emails.iter().any(|a| a == e) {
+            return true;
+        }
+        if let Some((_, domain)) = e.rsplit_once('@')
+            && access.allowed_domains.iter().any(|d| d == domain)
+        {
+            return true;
+        }
+    }
+    claims
+        .groups
+        .iter()
+        .any(|g| access.allowed_groups.contains(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PathPattern;
+
+    fn claims(email: &str, groups: &[&str]) -> Claims {
+        Claims {
+            email: Some(email.into()),
+            sub: Some(email.into()),
+            groups: groups.iter().map(|g| (*g).into()).collect(),
+            ..Claims::default()
+        }
+    }
+
+    const T: Target<'static> = Target {
+        host: None,
+        path: "/app",
+        method: "GET",
+    };
+
+    #[test]
+    fn no_rules_means_any_signed_in_user() {
+        let a = AccessConfig::default();
+        assert_eq!(evaluate(&a, None, &T), Decision::Unauthenticated);
+        assert_eq!(
+            evaluate(&a, Some(&claims("x@y.z", &[])), &T),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn allow_lists_match_email_domain_or_group() {
+        let a = AccessConfig {
+            allowed_emails: vec!["boss@other.org".into()],
+            allowed_domains: vec!["example.com".into()],
+            allowed_groups: vec!["admins".into()],
+            public_paths: vec![PathPattern::Prefix("/public".into())],
+        };
+        assert_eq!(
+            evaluate(&a, Some(&claims("Boss@Other.org", &[])), &T),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&a, Some(&claims("a@example.com", &[])), &T),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&a, Some(&claims("a@evil.com", &["admins"])), &T),
+            Decision::Allow
+        );
+        assert_eq!(
+            evaluate(&a, Some(&claims("a@example.com.evil.com", &[])), &T),
+            Decision::Forbidden
+        );
+        assert_eq!(
+            evaluate(&a, Some(&claims("a@evil.com", &["users"])), &T),
+            Decision::Forbidden
+        );
+        let public = Target {
+            path: "/public/x.css",
+            ..T
+        };
+        assert_eq!(evaluate(&a, None, &public), Decision::Public);
+        let not_public = Target {
+            path: "/publicity",
+            ..T
+        };
+        assert_eq!(evaluate(&a, None, &not_public), Decision::Unauthenticated);
+    }
+}

@@ -1,0 +1,688 @@
+//! From the merged config tree to [`Config`]: every problem is collected
+//! before failing, each naming the key, where it was set, and the fix.
+//!
+//! This is the config builder, a long list of small checks; keep each one
+//! next to the key it reads.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+use url::Url;
+
+use super::raw::{RawConfig, RawProvider};
+use super::source::Document;
+use super::{
+    AccessConfig, Config, ConfigError, CookieConfig, HeaderConfig, Limits, LogConfig, LogFormat,
+    PathPattern, Problem, SessionConfig, SessionStrategy, Upstream, secret,
+};
+use crate::providers::{ProviderConfig, ProviderKind, credentials};
+
+/// The embedded default `portcullis` runs with no arguments. The secret
+/// and the demo user's password are made fresh at every start.
+pub const DEMO_YAML: &str = r#"
+listen: 127.0.0.1:4180
+public_url: http://127.0.0.1:4180
+upstream:
+  url: builtin:whoami
+session:
+  strategy: jwt
+providers:
+  - type: credentials
+    id: credentials
+    name: Demo account
+"#;
+
+struct Collector<'a> {
+    doc: &'a Document,
+    problems: Vec<Problem>,
+}
+
+impl Collector<'_> {
+    fn bad(&mut self, key: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            origin: self.doc.origin(key).cloned(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(v) => match parse_duration(v) {
+                Some(d) => d,
+                None => {
+                    self.bad(
+                        key,
+                        format!("{v:?} is not a duration"),
+                        "write a number with a unit: 500ms, 30s, 15m, 24h, 30d",
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn header(&mut self, key: &str, value: Option<&str>, default: &'static str) -> HeaderName {
+        let v = value.unwrap_or(default);
+        HeaderName::from_bytes(v.as_bytes()).unwrap_or_else(|_| {
+            self.bad(
+                key,
+                format!("{v:?} is not a valid header name"),
+                "use letters, digits and dashes, like X-Auth-Request-User",
+            );
+            HeaderName::from_static(default_lower(default))
+        })
+    }
+}
+
+fn default_lower(s: &'static str) -> &'static str {
+    // Header defaults below are written in lower case already; keep the
+    // fallback total without allocating.
+    if s.bytes().all(|b| !b.is_ascii_uppercase()) {
+        s
+    } else {
+        "x-invalid"
+    }
+}
+
+/// `500ms`, `30s`, `15m`, `24h`, `30d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => return Some(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// Turns the merged tree into a [`Config`]; `base_dir` resolves relative
+/// file paths (the config file's folder).
+pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+    let raw: RawConfig = match serde_path_to_error::deserialize(&doc.value) {
+        Ok(r) => r,
+        Err(e) => {
+            let key = e.path().to_string();
+            let key = if key == "." { String::new() } else { key };
+            let inner = e.into_inner().to_string();
+            let fix = if inner.starts_with("unknown field") {
+                "remove the key or correct its spelling (docs/configuration.md lists every key)"
+            } else {
+                "give the value the type docs/configuration.md shows for this key"
+            };
+            return Err(ConfigError {
+                problems: vec![Problem {
+                    origin: doc.origin(&key).cloned(),
+                    key,
+                    message: inner,
+                    fix: fix.into(),
+                }],
+            });
+        }
+    };
+    let mut c = Collector {
+        doc,
+        problems: Vec::new(),
+    };
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        match base_dir {
+            Some(d) if p.is_relative() && !d.as_os_str().is_empty() => d.join(p),
+            _ => p.to_path_buf(),
+        }
+    };
+
+    let listen_s = raw.listen.as_deref().unwrap_or("127.0.0.1:4180");
+    let listen: SocketAddr = listen_s.parse().unwrap_or_else(|_| {
+        c.bad(
+            "listen",
+            format!("{listen_s:?} is not an address:port"),
+            "write it like 127.0.0.1:4180 or [::]:4180",
+        );
+        SocketAddr::from(([127, 0, 0, 1], 4180))
+    });
+
+    let default_public = format!("http://{listen}");
+    let public_s = raw.public_url.as_deref().unwrap_or(&default_public);
+    let public_url = match Url::parse(public_s) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            let mut o = u.clone();
+            o.set_path("");
+            o.set_query(None);
+            o.set_fragment(None);
+            if u.path() != "/" && !u.path().is_empty() {
+                c.bad(
+                    "public_url",
+                    "public_url must be an origin without a path",
+                    "use base_path for a path prefix, e.g. public_url: https://auth.example.com",
+                );
+            }
+            o
+        }
+        _ => {
+            c.bad(
+                "public_url",
+                format!("{public_s:?} is not an http(s) URL with a host"),
+                "write the URL users reach Portcullis at, like https://auth.example.com",
+            );
+            #[allow(clippy::expect_used)]
+            Url::parse("http://127.0.0.1:4180").expect("constant URL")
+        }
+    };
+
+    let base_path = raw.base_path.clone().unwrap_or_else(|| "/auth".into());
+    let base_path = base_path.trim_end_matches('/').to_string();
+    if !base_path.starts_with('/')
+        || base_path.contains(['?', '#', '%', ' ', '\\'])
+        || base_path.contains("//")
+    {
+        c.bad(
+            "base_path",
+            format!("{base_path:?} is not a path"),
+            "write a path like /auth (the default) or /oauth2",
+        );
+    }
+
+    // Secrets: inline, then files; the first one seals.
+    let mut secret_texts: Vec<(String, String)> = raw
+        .secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("secrets[{i}]"), s.clone()))
+        .collect();
+    for (i, f) in raw.secret_files.iter().enumerate() {
+        let key = format!("secret_files[{i}]");
+        match secret::read_secret_file(&resolve(f)) {
+            Ok(s) => secret_texts.push((key, s)),
+            Err(e) => c.bad(&key, e, "point it at a readable file holding one secret"),
+        }
+    }
+    let mut secrets = Vec::new();
+    for (key, s) in &secret_texts {
+        match secret::check(s) {
+            Ok(s) => secrets.push(s),
+            Err(e) => c.bad(key, e, "generate one with `portcullis gen-secret`"),
+        }
+    }
+    if secret_texts.is_empty() {
+        c.bad("secrets", "no secret is configured", "set secrets: [<output of `portcullis gen-secret`>], or PORTCULLIS_SECRETS, or secret_files");
+    }
+
+    let trusted_proxies = match &raw.trusted_proxies {
+        None => vec![ip_net("127.0.0.0/8"), ip_net("::1/128")],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let parsed = s
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                if parsed.is_none() {
+                    c.bad(
+                        &format!("trusted_proxies[{i}]"),
+                        format!("{s:?} is not an address or CIDR range"),
+                        "write 10.0.0.0/8, 192.168.1.10 or ::1/128",
+                    );
+                }
+                parsed
+            })
+            .collect(),
+    };
+
+    let upstream = raw.upstream.as_ref().and_then(|u| {
+        let connect_timeout = c.duration(
+            "upstream.connect_timeout",
+            u.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let timeout = c.duration(
+            "upstream.timeout",
+            u.timeout.as_deref(),
+            Duration::from_secs(60),
+        );
+        let url_s = u.url.as_deref()?;
+        if url_s == "builtin:whoami" {
+            return Some(Upstream::Whoami { timeout });
+        }
+        match Url::parse(url_s) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                let ca_file = u.ca_file.as_deref().map(resolve);
+                if let Some(ca) = &ca_file
+                    && let Err(e) = std::fs::metadata(ca)
+                {
+                    c.bad(
+                        "upstream.ca_file",
+                        format!("cannot read {}: {e}", ca.display()),
+                        "point it at a PEM file of CA certificates",
+                    );
+                }
+                Some(Upstream::Url {
+                    url,
+                    ca_file,
+                    connect_timeout,
+                    timeout,
+                })
+            }
+            _ => {
+                c.bad(
+                    "upstream.url",
+                    format!("{url_s:?} is not an http(s) URL"),
+                    "write the app's URL, like http://127.0.0.1:8080, or builtin:whoami",
+                );
+                None
+            }
+        }
+    });
+    if raw.upstream.as_ref().is_some_and(|u| u.url.is_none()) {
+        c.bad(
+            "upstream.url",
+            "upstream is set but has no url",
+            "add url: http://app:8080, or remove upstream to run forward-auth only",
+        );
+    }
+
+    let strategy = match raw.session.strategy.as_deref().unwrap_or("jwt") {
+        "jwt" => SessionStrategy::Jwt,
+        other => {
+            c.bad(
+                "session.strategy",
+                format!("unknown session strategy {other:?}"),
+                "use jwt (the database strategy comes with a store)",
+            );
+            SessionStrategy::Jwt
+        }
+    };
+    let max_age = c.duration(
+        "session.max_age",
+        raw.session.max_age.as_deref(),
+        Duration::from_secs(30 * 86_400),
+    );
+    let update_age = c.duration(
+        "session.update_age",
+        raw.session.update_age.as_deref(),
+        Duration::from_secs(86_400),
+    );
+    if max_age < Duration::from_secs(60) {
+        c.bad(
+            "session.max_age",
+            "max_age is under a minute",
+            "use a value like 30d (the Auth.js default) or 8h",
+        );
+    }
+    if update_age > max_age {
+        c.bad(
+            "session.update_age",
+            "update_age is longer than max_age: sessions would never slide",
+            "make update_age shorter than max_age, like 24h",
+        );
+    }
+
+    let secure = match raw.cookies.secure.as_deref().unwrap_or("auto") {
+        "auto" => public_url.scheme() == "https",
+        "true" => true,
+        "false" => {
+            if public_url.scheme() == "https" {
+                c.bad(
+                    "cookies.secure",
+                    "cookies.secure is false but public_url is https",
+                    "remove cookies.secure (auto follows public_url)",
+                );
+            }
+            false
+        }
+        other => {
+            c.bad(
+                "cookies.secure",
+                format!("{other:?} is not auto, true or false"),
+                "use auto (the default)",
+            );
+            false
+        }
+    };
+    let name_prefix = raw
+        .cookies
+        .name_prefix
+        .clone()
+        .unwrap_or_else(|| "authjs".into());
+    if name_prefix.is_empty()
+        || !name_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        c.bad(
+            "cookies.name_prefix",
+            format!("{name_prefix:?} cannot start a cookie name"),
+            "use letters, digits, - or _, like authjs",
+        );
+    }
+    let mut domains = Vec::new();
+    for (i, d) in raw.cookies.domains.iter().enumerate() {
+        let key = format!("cookies.domains[{i}]");
+        match normalize_domain(d) {
+            Some(d) => domains.push(d),
+            None => c.bad(
+                &key,
+                format!("{d:?} is not a domain name"),
+                "write a parent domain like .example.com",
+            ),
+        }
+    }
+    let flow_max_age = c.duration(
+        "cookies.flow_max_age",
+        raw.cookies.flow_max_age.as_deref(),
+        Duration::from_secs(900),
+    );
+    let max_flows = raw.cookies.max_flows.unwrap_or(4) as usize;
+    if !(1..=16).contains(&max_flows) {
+        c.bad(
+            "cookies.max_flows",
+            format!("{max_flows} is out of range"),
+            "use a number from 1 to 16 (default 4)",
+        );
+    }
+
+    let mut redirect_domains = domains.clone();
+    for (i, d) in raw.redirects.allowed_domains.iter().enumerate() {
+        let (host, port) = match d.rsplit_once(':') {
+            Some((h, p)) if p == "*" || p.parse::<u16>().is_ok() => (h, Some(p)),
+            _ => (d.as_str(), None),
+        };
+        match (normalize_domain(host), port) {
+            (Some(h), Some(p)) => redirect_domains.push(format!("{h}:{p}")),
+            (Some(h), None) => redirect_domains.push(h),
+            (None, _) => c.bad(&format!("redirects.allowed_domains[{i}]"), format!("{d:?} is not a domain name"), "write a domain like app.example.com, .example.com, .example.com:8443 or .example.com:*"),
+        }
+    }
+
+    let access = AccessConfig {
+        allowed_emails: raw
+            .access
+            .allowed_emails
+            .iter()
+            .map(|e| e.trim().to_ascii_lowercase())
+            .collect(),
+        allowed_domains: raw
+            .access
+            .allowed_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches(['@', '.']).to_ascii_lowercase())
+            .collect(),
+        allowed_groups: raw.access.allowed_groups.clone(),
+        public_paths: raw
+            .access
+            .public_paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let pat = parse_path_pattern(p);
+                if pat.is_none() {
+                    c.bad(
+                        &format!("access.public_paths[{i}]"),
+                        format!("{p:?} is not a path pattern"),
+                        "write /exact or /prefix/* (starting with /)",
+                    );
+                }
+                pat
+            })
+            .collect(),
+    };
+
+    let providers = providers(&mut c, &raw.providers, &resolve);
+
+    let h = &raw.headers;
+    let headers = HeaderConfig {
+        user: c.header("headers.user", h.user.as_deref(), "x-auth-request-user"),
+        email: c.header("headers.email", h.email.as_deref(), "x-auth-request-email"),
+        preferred_username: c.header(
+            "headers.preferred_username",
+            h.preferred_username.as_deref(),
+            "x-auth-request-preferred-username",
+        ),
+        groups: c.header(
+            "headers.groups",
+            h.groups.as_deref(),
+            "x-auth-request-groups",
+        ),
+        forwarded_user: c.header(
+            "headers.forwarded_user",
+            h.forwarded_user.as_deref(),
+            "x-forwarded-user",
+        ),
+        forwarded_email: c.header(
+            "headers.forwarded_email",
+            h.forwarded_email.as_deref(),
+            "x-forwarded-email",
+        ),
+        name: c.header("headers.name", h.name.as_deref(), "x-auth-request-name"),
+        signin_url: c.header(
+            "headers.signin_url",
+            h.signin_url.as_deref(),
+            "x-auth-signin",
+        ),
+        pass_cookies: h.pass_cookies.unwrap_or(false),
+    };
+
+    let l = &raw.limits;
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.unwrap_or(64 * 1024) as usize,
+        max_form_bytes: l.max_form_bytes.unwrap_or(16 * 1024) as usize,
+        header_read_timeout: c.duration(
+            "limits.header_read_timeout",
+            l.header_read_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+        shutdown_grace: c.duration(
+            "limits.shutdown_grace",
+            l.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+    };
+    if !(8192..=1 << 20).contains(&limits.max_header_bytes) {
+        c.bad(
+            "limits.max_header_bytes",
+            "out of range",
+            "use 8192 to 1048576 (default 65536)",
+        );
+    }
+    if !(1024..=1 << 20).contains(&limits.max_form_bytes) {
+        c.bad(
+            "limits.max_form_bytes",
+            "out of range",
+            "use 1024 to 1048576 (default 16384)",
+        );
+    }
+
+    let log = LogConfig {
+        format: match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                c.bad(
+                    "log.format",
+                    format!("unknown log format {other:?}"),
+                    "use text or json",
+                );
+                LogFormat::Text
+            }
+        },
+        level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        c.bad(
+            "log.level",
+            format!("{:?} is not a log filter", log.level),
+            "use error, warn, info, debug or a filter like portcullis=debug",
+        );
+    }
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError {
+            problems: c.problems,
+        });
+    }
+    Ok(Config {
+        listen,
+        public_url,
+        base_path,
+        secrets,
+        trusted_proxies,
+        upstream,
+        session: SessionConfig {
+            strategy,
+            max_age,
+            update_age,
+        },
+        cookies: CookieConfig {
+            name_prefix,
+            secure,
+            domains,
+            flow_max_age,
+            max_flows,
+        },
+        redirect_domains,
+        access,
+        providers,
+        headers,
+        limits,
+        log,
+        demo: None,
+    })
+}
+
+fn providers(
+    c: &mut Collector<'_>,
+    raw: &[RawProvider],
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Vec<ProviderConfig> {
+    let mut out: Vec<ProviderConfig> = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let key = |k: &str| format!("providers[{i}].{k}");
+        let Some(kind) = p.kind.as_deref() else {
+            c.bad(
+                &key("type"),
+                "a provider needs a type",
+                "add type: credentials",
+            );
+            continue;
+        };
+        let id = p.id.clone().unwrap_or_else(|| kind.to_string());
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            c.bad(
+                &key("id"),
+                format!("{id:?} cannot be used in a URL path"),
+                "use letters, digits, - or _, like github",
+            );
+            continue;
+        }
+        if out.iter().any(|o| o.id == id) {
+            c.bad(
+                &key("id"),
+                format!("two providers have the id {id:?}"),
+                "give each provider its own id",
+            );
+            continue;
+        }
+        let kind = match kind {
+            "credentials" => {
+                let users = match (&p.users_file, p.users.as_ref()) {
+                    (Some(f), _) => credentials::load_users_file(&resolve(f))
+                        .map_err(|e| (key("users_file"), e)),
+                    (None, Some(list)) => credentials::users_from_value(list, "inline users")
+                        .map_err(|e| (key("users"), e)),
+                    (None, None) => Err((
+                        key("users_file"),
+                        "a credentials provider needs users".to_string(),
+                    )),
+                };
+                match users {
+                    Ok(users) => ProviderKind::Credentials(credentials::Credentials::new(users)),
+                    Err((k, e)) => {
+                        c.bad(&k, e, "point users_file at a YAML file of users with argon2id hashes (`portcullis hash-password`)");
+                        continue;
+                    }
+                }
+            }
+            other => {
+                c.bad(
+                    &key("type"),
+                    format!("unknown provider type {other:?}"),
+                    "use credentials",
+                );
+                continue;
+            }
+        };
+        let name = p.name.clone().unwrap_or_else(|| match &kind {
+            ProviderKind::Credentials(_) => "Credentials".into(),
+        });
+        out.push(ProviderConfig { id, name, kind });
+    }
+    if out.is_empty() && c.problems.iter().all(|p| !p.key.starts_with("providers")) {
+        c.bad(
+            "providers",
+            "no sign-in provider is configured",
+            "add one, like `providers: [{type: credentials, users_file: users.yaml}]`",
+        );
+    }
+    out
+}
+
+fn ip_net(s: &str) -> IpNet {
+    #[allow(clippy::expect_used)]
+    s.parse().expect("constant CIDR")
+}
+
+/// `.Example.com` → `example.com`; `None` if it is not a host name.
+pub fn normalize_domain(d: &str) -> Option<String> {
+    let d = d
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let ok = !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    ok.then_some(d)
+}
+
+fn parse_path_pattern(p: &str) -> Option<PathPattern> {
+    if !p.starts_with('/') || p.contains(['?', '#', '\\']) {
+        return None;
+    }
+    match p.strip_suffix("/*").or_else(|| p.strip_suffix('*')) {
+        Some(prefix) if !prefix.contains('*') => Some(PathPattern::Prefix(if prefix.is_empty() {
+            "/".into()
+        } else {
+            prefix.to_string()
+        })),
+        Some(_) => None,
+        None if p.contains('*') => None,
+        None => Some(PathPattern::Exact(p.to_string())),
+    }
+}

@@ -1,0 +1,88 @@
+//! Identity headers to the upstream: header names computed once at start;
+//! on every request every identity header is stripped, then ours set, so
+//! a client can never forge one.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::HeaderConfig;
+use crate::session::Claims;
+
+pub struct IdentityHeaders {
+    cfg: HeaderConfig,
+    /// Everything stripped from incoming requests.
+    strip: Vec<HeaderName>,
+}
+
+/// Header-safe bytes: control characters dropped, everything else kept
+/// (UTF-8 passes as obs-text, as oauth2-proxy sends it).
+fn value(s: &str) -> Option<HeaderValue> {
+    if s.bytes().any(|b| b.is_ascii_control()) {
+        let clean: String = s.chars().filter(|c| !c.is_control()).collect();
+        return HeaderValue::from_bytes(clean.as_bytes()).ok();
+    }
+    HeaderValue::from_bytes(s.as_bytes()).ok()
+}
+
+impl IdentityHeaders {
+    pub fn new(cfg: &HeaderConfig) -> Self {
+        let mut strip: Vec<HeaderName> = cfg.identity_names().into_iter().cloned().collect();
+        // Headers other deployments trust for identity: never from a client.
+        for extra in [
+            "x-auth-request-access-token",
+            "x-auth-request-token",
+            "x-auth-request-jwt",
+            "x-forwarded-preferred-username",
+            "x-forwarded-groups",
+            "x-forwarded-access-token",
+            "remote-user",
+            "remote-email",
+            "remote-groups",
+            "remote-name",
+        ] {
+            let n = HeaderName::from_static(extra);
+            if !strip.contains(&n) {
+                strip.push(n);
+            }
+        }
+        IdentityHeaders {
+            cfg: cfg.clone(),
+            strip,
+        }
+    }
+
+    /// Removes every identity header, whatever its case or count.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        for n in &self.strip {
+            headers.remove(n);
+        }
+    }
+
+    /// Sets the identity of `claims` (after [`Self::strip`]).
+    pub fn set(&self, headers: &mut HeaderMap, claims: &Claims) {
+        let c = &self.cfg;
+        let user = claims.user_id();
+        if let Some(v) = value(user) {
+            headers.insert(c.user.clone(), v.clone());
+            headers.insert(c.forwarded_user.clone(), v);
+        }
+        if let Some(v) = claims.email.as_deref().and_then(value) {
+            headers.insert(c.email.clone(), v.clone());
+            headers.insert(c.forwarded_email.clone(), v);
+        }
+        let preferred = claims
+            .extra
+            .get("preferred_username")
+            .and_then(|v| v.as_str());
+        if let Some(v) = preferred.and_then(value) {
+            headers.insert(c.preferred_username.clone(), v);
+        }
+        if let Some(v) = claims.name.as_deref().and_then(value) {
+            headers.insert(c.name.clone(), v);
+        }
+        if !claims.groups.is_empty()
+            && let Some(v) = value(&claims.groups.join(","))
+        {
+            headers.insert(c.groups.clone(), v);
+        }
+    }
+}

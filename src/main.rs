@@ -1,0 +1,154 @@
+//! The `portcullis` command: parses the CLI, loads the config, starts the
+//! server. Everything else lives in the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use portcullis::clock::Clock;
+use portcullis::config::{self, Config, LogFormat, ProcessEnv, Upstream};
+use portcullis::providers::credentials;
+use portcullis::state::App;
+use portcullis::{server, whoami};
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Sign-in sidecar: reverse proxy and forward-auth endpoint with Auth.js-compatible sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (the default). Without --config: the embedded demo.
+    Serve {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config and print the effective one, secrets redacted.
+    Check {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
+    /// Hash a password (argon2id) for a users file; reads it from stdin.
+    HashPassword,
+    /// Print a new random secret for `secrets:`.
+    GenSecret,
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd.unwrap_or(Cmd::Serve { config: None }) {
+        Cmd::Serve { config } => serve(config),
+        Cmd::Check { config } => check(&config),
+        Cmd::HashPassword => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("reading the password from stdin")?;
+            let password = input.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(
+                !password.is_empty(),
+                "no password on stdin: echo -n 'pw' | portcullis hash-password"
+            );
+            println!(
+                "{}",
+                credentials::hash_password(password).map_err(anyhow::Error::msg)?
+            );
+            Ok(())
+        }
+        Cmd::GenSecret => {
+            println!("{}", config::secret::generate());
+            Ok(())
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    match config::load(path, &ProcessEnv) {
+        Ok(cfg) => {
+            println!("{}", config::effective(&cfg));
+            eprintln!("{}: OK", path.display());
+            Ok(())
+        }
+        Err(e) => {
+            eprint!("{}: {e}", path.display());
+            std::process::exit(2);
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = match &path {
+        Some(p) => config::load(p, &ProcessEnv),
+        None => config::demo(&ProcessEnv),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            std::process::exit(2);
+        }
+    };
+    init_logs(cfg.log.format, &cfg.log.level);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let upstream_override = match &cfg.upstream {
+        Some(Upstream::Whoami { .. }) => {
+            let addr = whoami::start(format!("{}/signout", cfg.base_path))
+                .await
+                .context("starting the whoami app")?;
+            Some(url::Url::parse(&format!("http://{addr}")).context("whoami address")?)
+        }
+        _ => None,
+    };
+    let listen = cfg.listen;
+    let demo = cfg.demo.clone();
+    let public = cfg.public_url.clone();
+    let app = Arc::new(App::new(cfg, Clock::System, upstream_override)?);
+    let listener = server::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+    if let Some(d) = demo {
+        let open = if listen.port() == 0 {
+            format!("http://{addr}/")
+        } else {
+            public.to_string()
+        };
+        eprintln!(
+            "\n  Portcullis demo is running. Open {open} and sign in with\n    e-mail:   {}\n    password: {}\n  (a fresh password and secret at every start; sessions do not survive a restart)\n",
+            d.email, d.password
+        );
+    }
+    server::run(app, listener, server::shutdown_signal()).await;
+    Ok(())
+}

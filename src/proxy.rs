@@ -1,0 +1,388 @@
+//! The reverse proxy: one pooled upstream client, requests and responses
+//! streamed through, hop-by-hop headers removed, `X-Forwarded-*` set,
+//! identity headers stripped then set, WebSocket upgrades passed through.
+//!
+//! Only requests [`crate::authz::evaluate`] lets through reach the upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CONNECTION, COOKIE, HOST, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use url::Url;
+
+use crate::authz::{Decision, Target, evaluate, forward};
+use crate::http::cookies;
+use crate::http::forwarded::{ClientInfo, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::http::{self as web, Body, Error, wants_html};
+use crate::state::App;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Incoming>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// The upstream URL's path, without a trailing `/` (`""` for root).
+    prefix: String,
+    timeout: Duration,
+}
+
+/// Client TLS with aws-lc-rs, the platform's roots and an optional CA file.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs =
+            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl Proxy {
+    pub fn new(
+        url: Url,
+        ca_file: Option<&std::path::Path>,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(ca_file)?)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        let uri: Uri = url
+            .as_str()
+            .parse()
+            .map_err(|e| format!("upstream URL: {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            return Err("upstream URL needs a scheme and host".into());
+        };
+        Ok(Proxy {
+            client,
+            scheme,
+            authority,
+            prefix: url.path().trim_end_matches('/').to_string(),
+            timeout,
+        })
+    }
+
+    /// Checks the session, then forwards or answers with sign-in/denial.
+    pub async fn serve(
+        &self,
+        app: &App,
+        mut req: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Response<Body> {
+        let loaded = app.sessions.load(req.headers());
+        let target = Target {
+            host: client.hostname(),
+            path: req.uri().path(),
+            method: req.method().as_str(),
+        };
+        let decision = evaluate(
+            &app.config.access,
+            loaded.session.as_ref().map(|s| &s.claims),
+            &target,
+        );
+        let html = wants_html(req.headers());
+        match decision {
+            Decision::Unauthenticated
+                if html
+                    && (req.method() == http::Method::GET
+                        || req.method() == http::Method::HEAD) =>
+            {
+                let back = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                return web::redirect(&forward::signin_redirect(app, back));
+            }
+            Decision::Unauthenticated => {
+                return Error::Unauthenticated.respond(html, &app.config.base_path);
+            }
+            Decision::Forbidden => return Error::Forbidden.respond(html, &app.config.base_path),
+            Decision::Public | Decision::Allow => {}
+        }
+        let headers = req.headers_mut();
+        app.identity.strip(headers);
+        let mut refreshed = None;
+        if let (Decision::Allow, Some(mut s)) = (decision, loaded.session) {
+            app.identity.set(headers, &s.claims);
+            if s.needs_refresh {
+                refreshed = Some(app.sessions.issue(
+                    &mut s.claims,
+                    loaded.chunks,
+                    app.cookie_domain(client),
+                ));
+            }
+        }
+        if !app.config.headers.pass_cookies {
+            strip_our_cookies(headers, &app.names);
+        }
+        let mut resp = match self.forward(req, client).await {
+            Ok(r) => r,
+            Err(e) => return e.respond(html, &app.config.base_path),
+        };
+        if let Some(c) = refreshed {
+            web::set_cookies(&mut resp, c);
+        }
+        resp
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        client: &ClientInfo,
+    ) -> Result<Response<Body>, Error> {
+        let upgrade = upgrade_protocol(&req);
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let original_host = req.headers().get(HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        *req.uri_mut() = self.upstream_uri(req.uri())?;
+        *req.version_mut() = Version::HTTP_11;
+        let h = req.headers_mut();
+        remove_hop_by_hop(h);
+        if let Some(host) = original_host {
+            h.insert(HOST, host);
+        }
+        set_forwarded(h, client);
+        if let Some(proto) = &upgrade {
+            h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(UPGRADE, proto.clone());
+        }
+        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let mut resp = match sent {
+            Err(_) => return Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => return Err(Error::UpstreamUnreachable(describe(&e))),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) else {
+                    return;
+                };
+                let _ =
+                    tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+            });
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, web::empty()));
+        }
+        remove_hop_by_hop(resp.headers_mut());
+        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as web::BoxError).boxed_unsync()))
+    }
+
+    fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Error> {
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let pq = if self.prefix.is_empty() {
+            pq.to_string()
+        } else {
+            format!("{}{pq}", self.prefix)
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| Error::BadRequest("The request path is not valid."))
+    }
+}
+
+/// The protocol of an HTTP/1.1 upgrade request (`Upgrade: websocket`).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let conn_upgrade = req
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    conn_upgrade
+        .then(|| req.headers().get(UPGRADE).cloned())
+        .flatten()
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+fn remove_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove(UPGRADE);
+}
+
+/// `X-Forwarded-For` appends the client (kept only from trusted peers);
+/// `-Proto` and `-Host` say what the client used.
+fn set_forwarded(h: &mut HeaderMap, client: &ClientInfo) {
+    let prior = if client.trusted {
+        h.get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    let peer = client.peer.ip().to_string();
+    let xff = if prior.is_empty() {
+        peer
+    } else {
+        format!("{prior}, {peer}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.scheme));
+    match client
+        .host
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        Some(v) => h.insert(X_FORWARDED_HOST, v),
+        None => h.remove(X_FORWARDED_HOST),
+    };
+    h.remove("forwarded");
+}
+
+/// Removes Portcullis's cookies from the `Cookie` header(s), keeping the rest.
+fn strip_our_cookies(h: &mut HeaderMap, names: &cookies::CookieNames) {
+    if !h.contains_key(COOKIE) {
+        return;
+    }
+    let rebuilt: Vec<String> = h
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter(|p| !names.is_ours(p.split_once('=').map(|(n, _)| n.trim()).unwrap_or(p)))
+        .map(str::to_owned)
+        .collect();
+    h.remove(COOKIE);
+    if !rebuilt.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&rebuilt.join("; "))
+    {
+        h.insert(COOKIE, v);
+    }
+}
+
+/// A client error's cause chain, for the log (never the response body).
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CookieConfig;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-app"));
+    }
+
+    #[test]
+    fn only_our_cookies_are_stripped() {
+        let names = cookies::CookieNames::new(&CookieConfig {
+            name_prefix: "authjs".into(),
+            secure: false,
+            domains: vec![],
+            flow_max_age: Duration::from_secs(60),
+            max_flows: 4,
+        });
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("app=1; authjs.session-token=abc; authjs.csrf-token=x"),
+        );
+        h.append(
+            COOKIE,
+            HeaderValue::from_static("authjs.session-token.0=a; theme=dark"),
+        );
+        strip_our_cookies(&mut h, &names);
+        assert_eq!(h.get(COOKIE).unwrap(), "app=1; theme=dark");
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(COOKIE, HeaderValue::from_static("authjs.session-token=abc"));
+        strip_our_cookies(&mut only_ours, &names);
+        assert!(only_ours.get(COOKIE).is_none());
+    }
+}

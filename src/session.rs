@@ -1,0 +1,98 @@
+//! Sessions: what a signed-in user carries, and where it is kept.
+//!
+//! [`Claims`] are the Auth.js v5 JWT claims (`name`, `email`, `picture`,
+//! `sub`, `iat`, `exp`, `jti`) plus ours (`groups`, `provider`), and any
+//! claim we do not know is kept when we re-issue. [`SessionStore`] is the
+//! one entry point; today it has the stateless store ([`cookie`]), the
+//! `database` strategy adds a server-side one beside it.
+
+pub mod cookie;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::UnixTime;
+
+/// Clock skew allowed when checking `exp` (Auth.js allows 15 s).
+pub const CLOCK_SKEW: u64 = 15;
+
+/// The claims of a session token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Group names (ours; Auth.js ignores it, so do Next.js apps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The provider id the user signed in with (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default)]
+    pub iat: UnixTime,
+    #[serde(default)]
+    pub exp: UnixTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Claims we do not know, kept as they were (Auth.js keeps them too).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Claims {
+    /// Valid at `now`, with the skew Auth.js allows.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.exp.saturating_add(CLOCK_SKEW) > now && (self.sub.is_some() || self.email.is_some())
+    }
+
+    /// The id forwarded as the user: `sub`, else the e-mail.
+    pub fn user_id(&self) -> &str {
+        self.sub.as_deref().or(self.email.as_deref()).unwrap_or("")
+    }
+}
+
+/// A session found on a request.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub claims: Claims,
+    /// Re-issue the cookie (sliding expiry) on this response.
+    pub needs_refresh: bool,
+}
+
+pub use cookie::CookieStore as SessionStore;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_claims_survive_a_round_trip() {
+        let json = r#"{"name":"A","email":"a@x.io","sub":"1","iat":1,"exp":2,"jti":"j","role":"admin","nested":{"k":[1,2]}}"#;
+        let c: Claims = serde_json::from_str(json).unwrap();
+        assert_eq!(c.extra["role"], "admin");
+        let back: Value = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["nested"]["k"][1], 2);
+        assert_eq!(back["role"], "admin");
+    }
+
+    #[test]
+    fn liveness_allows_fifteen_seconds_of_skew() {
+        let c = Claims {
+            sub: Some("1".into()),
+            exp: 100,
+            ..Claims::default()
+        };
+        assert!(c.is_live(114));
+        assert!(!c.is_live(115));
+        let anonymous = Claims {
+            exp: 100,
+            ..Claims::default()
+        };
+        assert!(!anonymous.is_live(0));
+    }
+}
