@@ -84,8 +84,6 @@ pub struct CookieConfig {
     pub secure: bool,
     /// Registrable parents (`example.com`) whose subdomains share the session.
     pub domains: Vec<String>,
-    pub flow_max_age: Duration,
-    pub max_flows: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -313,8 +311,7 @@ pub fn effective(c: &Config) -> String {
         "trusted_proxies": c.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "upstream": upstream,
         "session": { "strategy": "jwt", "max_age": secs(c.session.max_age), "update_age": secs(c.session.update_age) },
-        "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains,
-                     "flow_max_age": secs(c.cookies.flow_max_age), "max_flows": c.cookies.max_flows },
+        "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains },
         "redirects": { "allowed_domains": c.redirect_domains },
         "access": { "allowed_emails": c.access.allowed_emails, "allowed_domains": c.access.allowed_domains,
                     "allowed_groups": c.access.allowed_groups,

@@ -366,8 +366,6 @@ mod tests {
             name_prefix: "authjs".into(),
             secure: false,
             domains: vec![],
-            flow_max_age: Duration::from_secs(60),
-            max_flows: 4,
         });
         let mut h = HeaderMap::new();
         h.append(

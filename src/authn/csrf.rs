@@ -87,8 +87,6 @@ mod tests {
             name_prefix: "authjs".into(),
             secure: false,
             domains: vec![],
-            flow_max_age: std::time::Duration::from_secs(60),
-            max_flows: 4,
         });
         Csrf::new(&[Secret::new(secret.into())], &names)
     }

@@ -53,9 +53,6 @@ pub struct RawCookies {
     pub secure: Option<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub domains: Vec<String>,
-    pub flow_max_age: Option<String>,
-    #[serde(deserialize_with = "opt_u64")]
-    pub max_flows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -173,5 +170,47 @@ fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
                 serde::de::Error::custom(format!("expected a whole number, found {s:?}"))
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key path a config can hold, from the serde shapes themselves.
+    fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(path.clone());
+                keys(child, &path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented_in_docs_configuration_md() {
+        let docs = include_str!("../../docs/configuration.md");
+        let mut all = Vec::new();
+        let mut raw = serde_json::to_value(RawConfig::default()).unwrap();
+        raw["upstream"] = serde_json::to_value(RawUpstream::default()).unwrap();
+        keys(&raw, "", &mut all);
+        keys(
+            &serde_json::to_value(RawProvider::default()).unwrap(),
+            "providers[]",
+            &mut all,
+        );
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|k| !docs.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/configuration.md does not document: {missing:?}"
+        );
     }
 }

@@ -384,19 +384,6 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             ),
         }
     }
-    let flow_max_age = c.duration(
-        "cookies.flow_max_age",
-        raw.cookies.flow_max_age.as_deref(),
-        Duration::from_secs(900),
-    );
-    let max_flows = raw.cookies.max_flows.unwrap_or(4) as usize;
-    if !(1..=16).contains(&max_flows) {
-        c.bad(
-            "cookies.max_flows",
-            format!("{max_flows} is out of range"),
-            "use a number from 1 to 16 (default 4)",
-        );
-    }
 
     let mut redirect_domains = domains.clone();
     for (i, d) in raw.redirects.allowed_domains.iter().enumerate() {
@@ -553,8 +540,6 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             name_prefix,
             secure,
             domains,
-            flow_max_age,
-            max_flows,
         },
         redirect_domains,
         access,

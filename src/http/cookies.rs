@@ -251,8 +251,6 @@ mod tests {
             name_prefix: "authjs".into(),
             secure: false,
             domains: vec![],
-            flow_max_age: std::time::Duration::from_secs(60),
-            max_flows: 4,
         };
         let n = CookieNames::new(&cfg);
         assert_eq!(n.session, "authjs.session-token");

@@ -137,8 +137,6 @@ mod tests {
             name_prefix: "authjs".into(),
             secure: false,
             domains: vec![],
-            flow_max_age: Duration::from_secs(60),
-            max_flows: 4,
         });
         let cfg = SessionConfig {
             strategy: crate::config::SessionStrategy::Jwt,

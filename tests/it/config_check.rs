@@ -1,0 +1,184 @@
+//! `portcullis check`: a bad config names the key, the line and the fix,
+//! and never prints a secret.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = TempDir::new("check");
+    dir.write("users.yaml", &users_file_yaml(&[ALICE]));
+    let cfg = dir.write("portcullis.yaml", yaml);
+    let mut cmd = Command::new(bin());
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .current_dir(dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = "listen: 127.0.0.1:4180\npublic_url: https://auth.example.com\nsecrets: [\"it-secret-0123456789-abcdefghij-KLMNOP\"]\nupstream:\n  url: http://app:8080\nproviders:\n  - type: credentials\n    users_file: users.yaml\n";
+
+#[test]
+fn a_good_config_prints_the_effective_one_with_secrets_redacted() {
+    let (code, out, err) = check(GOOD, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["secrets"], "<1 redacted>");
+    assert_eq!(v["session"]["max_age"], "2592000s");
+    assert_eq!(v["cookies"]["secure"], true);
+    assert_eq!(v["upstream"]["url"], "http://app:8080/");
+    assert!(!out.contains(SECRET) && !err.contains(SECRET));
+}
+
+#[test]
+fn each_mistake_names_key_line_and_fix() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            &GOOD.replace("upstream:", "upstreams:"),
+            "unknown field `upstreams`",
+            &["upstreams", "line 4", "fix:"],
+        ),
+        (
+            &GOOD.replace("http://app:8080", "app:8080:x"),
+            "upstream.url",
+            &["line 5", "not an http(s) URL", "fix:"],
+        ),
+        (
+            &GOOD.replace("it-secret-0123456789-abcdefghij-KLMNOP", "short"),
+            "secrets[0]",
+            &["line 3", "at least 32", "gen-secret"],
+        ),
+        (
+            &GOOD.replace("users.yaml", "missing.yaml"),
+            "providers[0].users_file",
+            &["line 8", "cannot read users file"],
+        ),
+        (
+            &GOOD.replace("listen: 127.0.0.1:4180", "listen: nowhere"),
+            "listen",
+            &["line 1", "address:port"],
+        ),
+        (
+            &format!("{GOOD}session:\n  max_age: forever\n"),
+            "session.max_age",
+            &["line 10", "not a duration", "30d"],
+        ),
+        (
+            &format!("{GOOD}access:\n  public_paths: [\"no-slash\"]\n"),
+            "access.public_paths[0]",
+            &["line 10", "path pattern"],
+        ),
+    ];
+    for (yaml, key, needles) in cases {
+        let (code, out, err) = check(yaml, &[]);
+        assert_eq!(code, 2, "{key}: expected failure, got {out}");
+        assert!(err.contains(key), "{key} not named in: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{key}: {n:?} missing from: {err}");
+        }
+        assert!(!err.contains(SECRET));
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = GOOD
+        .replace("https://auth.example.com", "not a url")
+        .replace("http://app:8080", "ftp://x")
+        + "cookies:\n  secure: maybe\n";
+    let (code, _, err) = check(&yaml, &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("3 problems") || err.contains("3 problems"),
+        "{err}"
+    );
+    for k in ["public_url", "upstream.url", "cookies.secure"] {
+        assert!(err.contains(k), "{k}: {err}");
+    }
+}
+
+#[test]
+fn the_environment_overrides_the_file_and_is_named_in_errors() {
+    let (code, out, err) = check(
+        GOOD,
+        &[
+            ("PORTCULLIS_SESSION__MAX_AGE", "8h"),
+            (
+                "PORTCULLIS_ACCESS__ALLOWED_DOMAINS",
+                "[example.com, example.org]",
+            ),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["session"]["max_age"], "28800s");
+    assert_eq!(
+        v["access"]["allowed_domains"],
+        serde_json::json!(["example.com", "example.org"])
+    );
+
+    let (code, _, err) = check(GOOD, &[("PORTCULLIS_UPSTREAM__URL", "nope")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("environment variable PORTCULLIS_UPSTREAM__URL"),
+        "{err}"
+    );
+    let (code, _, err) = check(GOOD, &[("PORTCULLIS_SESION__MAX_AGE", "8h")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("sesion") && err.contains("PORTCULLIS_SESION__MAX_AGE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_come_from_files_and_env_too() {
+    let dir = TempDir::new("secret");
+    let f = dir.write("secret", &format!("{SECRET}\n"));
+    let yaml = GOOD.replace(
+        "secrets: [\"it-secret-0123456789-abcdefghij-KLMNOP\"]\n",
+        "",
+    );
+    let (code, out, err) = check(&yaml, &[("PORTCULLIS_SECRET_FILES", f.to_str().unwrap())]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("<1 redacted>"));
+    let (code, out, err) = check(
+        &yaml,
+        &[(
+            "PORTCULLIS_SECRETS",
+            "[\"it-secret-0123456789-abcdefghij-KLMNOP\", \"it-old-secret-9876543210-zyxwvutsrq-P\"]",
+        )],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("<2 redacted>"));
+    let (code, _, err) = check(&yaml, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no secret is configured"), "{err}");
+}
+
+#[test]
+fn hash_password_and_gen_secret_work() {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let out = Command::new(bin()).arg("gen-secret").output().unwrap();
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.trim().len() >= 43);
+}

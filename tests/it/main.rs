@@ -1,0 +1,13 @@
+//! Integration tests: the real binary, real upstreams, real edge proxies.
+//! One binary, modules by feature; `support` holds the launchers.
+
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod config_check;
+mod forward_auth;
+mod proxy;
+mod redirects;
+mod sessions;
+mod signin;

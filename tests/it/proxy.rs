@@ -1,0 +1,345 @@
+//! The reverse proxy: transparency, hop-by-hop headers, spoofing,
+//! streaming, upgrades, failures and shutdown.
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+async fn signed_in(pc: &Portcullis) -> Browser {
+    let mut b = Browser::new();
+    let r = b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    assert_eq!(r.location(), "/");
+    b
+}
+
+/// Identity headers a client might try to forge, in odd cases and twice.
+const SPOOFS: &[(&str, &str)] = &[
+    ("X-Auth-Request-User", "root"),
+    ("x-auth-request-email", "ceo@example.com"),
+    ("X-AUTH-REQUEST-GROUPS", "admins"),
+    ("X-Auth-Request-Groups", "superusers"),
+    ("X-Forwarded-User", "root"),
+    ("X-Forwarded-Email", "ceo@example.com"),
+    ("X-Auth-Request-Preferred-Username", "root"),
+    ("X-Auth-Request-Name", "CEO"),
+    ("X-Auth-Request-Access-Token", "forged"),
+    ("Remote-User", "root"),
+];
+
+#[tokio::test]
+async fn forged_identity_headers_never_reach_the_upstream() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("access:\n  public_paths: [/public/*]\n"),
+    )
+    .await;
+
+    // A public path: passes with no identity at all.
+    let mut anon = Browser::new();
+    let r = anon.get_with(&pc.url("/public/page"), SPOOFS).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = up.last();
+    for (name, _) in SPOOFS {
+        assert_eq!(
+            seen.header_count(name),
+            0,
+            "{name} reached the upstream on a public path"
+        );
+    }
+
+    // Signed in as Bob: only Bob's identity arrives, once each.
+    let mut b = Browser::new();
+    b.sign_in(&pc.url(""), BOB.0, PASSWORD, "/").await;
+    let r = b.get_with(&pc.url("/app"), SPOOFS).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = up.last();
+    assert_eq!(seen.header("x-auth-request-user"), Some(BOB.0));
+    assert_eq!(seen.header_count("x-auth-request-groups"), 1);
+    assert_eq!(seen.header("x-auth-request-groups"), Some("staff"));
+    assert_eq!(seen.header("x-forwarded-email"), Some(BOB.0));
+    for name in [
+        "x-auth-request-access-token",
+        "remote-user",
+        "x-auth-request-preferred-username",
+    ] {
+        assert_eq!(seen.header_count(name), 0, "{name} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn untrusted_clients_cannot_choose_their_forwarded_address() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("trusted_proxies: [10.1.2.3/32]\naccess:\n  public_paths: [/p]\n"),
+    )
+    .await;
+    let mut b = Browser::new();
+    b.get_with(
+        &pc.url("/p"),
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.com"),
+            ("forwarded", "for=6.6.6.6"),
+        ],
+    )
+    .await;
+    let seen = up.last();
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    assert_ne!(seen.header("x-forwarded-host"), Some("evil.com"));
+    assert_eq!(seen.header_count("forwarded"), 0);
+
+    // From a trusted proxy (loopback by default) the chain is kept.
+    let pc2 = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("access:\n  public_paths: [/p]\n"),
+    )
+    .await;
+    b.get_with(
+        &pc2.url("/p"),
+        &[
+            ("x-forwarded-for", "203.0.113.5"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "app.example.com"),
+        ],
+    )
+    .await;
+    let seen = up.last();
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.5, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("app.example.com"));
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = signed_in(&pc).await;
+    let r = b
+        .get_with(
+            &pc.url("/h"),
+            &[
+                ("connection", "x-drop-me"),
+                ("x-drop-me", "1"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic eA=="),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("x-upstream"), Some("yes"));
+    assert!(
+        r.header("keep-alive").is_none(),
+        "the upstream's keep-alive header leaked"
+    );
+    let seen = up.last();
+    for h in ["x-drop-me", "te", "proxy-authorization"] {
+        assert_eq!(seen.header_count(h), 0, "{h} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_stream_through_intact() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = signed_in(&pc).await;
+    let body: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let r = b
+        .request(
+            Method::PUT,
+            &pc.url("/upload"),
+            &[],
+            Some(("application/octet-stream", body.clone())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, format!("upstream ok {}", body.len()));
+    assert_eq!(up.last().body.as_ref(), body.as_slice());
+}
+
+#[tokio::test]
+async fn upgrades_pass_through_as_a_byte_stream() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let b = signed_in(&pc).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /echo-upgrade HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: {}\r\n\r\n",
+        b.cookie_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+    s.write_all(b"ping through the tunnel").await.unwrap();
+    let mut got = vec![0u8; 23];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"ping through the tunnel");
+    assert_eq!(up.last().header("x-auth-request-email"), Some(ALICE.0));
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let b = signed_in(&pc).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = http::Request::get(pc.url("/over-h2"))
+        .header("cookie", b.cookie_header())
+        .body(Default::default())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/over-h2");
+    assert_eq!(seen.header("x-auth-request-email"), Some(ALICE.0));
+    assert!(
+        seen.header("host")
+            .is_some_and(|h| h.starts_with("127.0.0.1:"))
+    );
+}
+
+#[tokio::test]
+async fn upstream_down_or_slow_gives_502_or_504_without_internals() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let pc = Portcullis::start(Conf::default().upstream(&dead)).await;
+    let mut b = signed_in(&pc).await;
+    let r = b.get(&pc.url("/x")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(r.body.contains("could not be reached"));
+    assert!(
+        !r.body.contains("127.0.0.1") && !r.body.to_lowercase().contains("refused"),
+        "internals leaked: {}",
+        r.body
+    );
+
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = Browser::api();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    let t = Instant::now();
+    let r = b.get(&pc.url("/hang")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the 3 s upstream timeout was not applied"
+    );
+    assert_eq!(r.json()["error"], "GatewayTimeout");
+}
+
+#[tokio::test]
+async fn api_clients_get_401_json_never_a_redirect() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("access:\n  allowed_emails: [alice@example.com]\n"),
+    )
+    .await;
+    let mut api = Browser::api();
+    let r = api.get(&pc.url("/api/items")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("location").is_none());
+    assert_eq!(r.json()["error"], "Unauthenticated");
+    // A POST from a browser without a session is not redirected either.
+    let mut b = Browser::new();
+    let r = b
+        .request(
+            Method::POST,
+            &pc.url("/form"),
+            &[],
+            Some(("text/plain", b"x".to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn a_signed_in_user_the_rules_exclude_gets_403_not_a_loop() {
+    let up = Upstream::start().await;
+    // Bob signs in while the rules allow him...
+    let open = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = Browser::new();
+    b.sign_in(&open.url(""), BOB.0, PASSWORD, "/").await;
+    let cookie = b.jar.clone();
+    drop(open);
+    // ...and the rules change.
+    let strict = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("access:\n  allowed_groups: [admins]\n"),
+    )
+    .await;
+    let mut html = Browser::new();
+    html.jar = cookie.clone();
+    let r = html.get(&strict.url("/app")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.header("location").is_none());
+    assert!(r.body.contains("not allowed"));
+    let mut api = Browser::api();
+    api.jar = cookie;
+    let r = api.get(&strict.url("/app")).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("AccessDenied"))
+    );
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    let up = Upstream::start().await;
+    let mut pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = signed_in(&pc).await;
+    let url = pc.url("/slow");
+    let slow = tokio::spawn(async move { b.get(&url).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(up.count(), 1, "the slow request is in flight");
+    pc.terminate();
+    let r = slow.await.unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the in-flight request was cut: {}",
+        r.body
+    );
+    assert!(
+        pc.wait_exit(Duration::from_secs(10)),
+        "did not exit after draining"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
+            .await
+            .is_err(),
+        "still accepting after SIGTERM"
+    );
+}

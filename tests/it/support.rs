@@ -1,0 +1,677 @@
+//! Test support: the real `portcullis` binary on a free loopback port, a
+//! recording upstream, a cookie-keeping HTTP client with redirects off,
+//! and launchers for the real nginx, Caddy, Node and Chromium.
+
+#![allow(dead_code)]
+
+pub mod edge;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub const SECRET: &str = "it-secret-0123456789-abcdefghij-KLMNOP";
+pub const OLD_SECRET: &str = "it-old-secret-9876543210-zyxwvutsrq-P";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_portcullis")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago (bind to 0, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "portcullis-it-{}-{tag}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One argon2id hash of [`PASSWORD`], computed once per test binary.
+pub fn password_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| portcullis::providers::credentials::hash_password(PASSWORD).unwrap())
+}
+
+/// A test user: e-mail, name, groups (password is [`PASSWORD`]).
+pub struct TestUser(
+    pub &'static str,
+    pub &'static str,
+    pub &'static [&'static str],
+);
+
+pub const ALICE: TestUser = TestUser("alice@example.com", "Alice Liddell", &["admins", "staff"]);
+pub const BOB: TestUser = TestUser("bob@other.org", "Bob", &["staff"]);
+
+/// A config, rendered to YAML. `extra` holds whole top-level blocks.
+pub struct Conf {
+    pub public_url: Option<String>,
+    pub upstream: Option<String>,
+    pub secrets: Vec<String>,
+    pub users: Vec<TestUser>,
+    pub extra: Vec<String>,
+}
+
+impl Default for Conf {
+    fn default() -> Self {
+        Conf {
+            public_url: None,
+            upstream: None,
+            secrets: vec![SECRET.into()],
+            users: vec![ALICE, BOB],
+            extra: vec![],
+        }
+    }
+}
+
+impl Conf {
+    pub fn upstream(mut self, url: &str) -> Self {
+        self.upstream = Some(url.into());
+        self
+    }
+    pub fn extra(mut self, block: &str) -> Self {
+        self.extra.push(block.into());
+        self
+    }
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+    pub fn secrets(mut self, s: &[&str]) -> Self {
+        self.secrets = s.iter().map(|s| (*s).into()).collect();
+        self
+    }
+
+    fn render(&self, port: u16, users_file: &Path) -> String {
+        let mut y = format!("listen: 127.0.0.1:{port}\n");
+        let public = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        y += &format!(
+            "public_url: {}\n",
+            public.replace("{port}", &port.to_string())
+        );
+        y += &format!("secrets: [{}]\n", self.secrets.join(", "));
+        if let Some(u) = &self.upstream {
+            y += &format!("upstream:\n  url: {u}\n  timeout: 3s\n  connect_timeout: 1s\n");
+        }
+        y += &format!(
+            "providers:\n  - type: credentials\n    name: Test users\n    users_file: {}\n",
+            users_file.display()
+        );
+        y += "log:\n  level: debug\n";
+        for e in &self.extra {
+            y += e.replace("{port}", &port.to_string()).as_str();
+            if !e.ends_with('\n') {
+                y.push('\n');
+            }
+        }
+        y
+    }
+}
+
+pub fn users_file_yaml(users: &[TestUser]) -> String {
+    let mut y = String::from("users:\n");
+    for u in users {
+        y += &format!(
+            "  - email: {}\n    name: {}\n    groups: [{}]\n    password_hash: \"{}\"\n",
+            u.0,
+            u.1,
+            u.2.join(", "),
+            password_hash()
+        );
+    }
+    y
+}
+
+/// The real binary, running.
+pub struct Portcullis {
+    child: Child,
+    pub port: u16,
+    pub dir: TempDir,
+    logs: Arc<Mutex<String>>,
+}
+
+impl Portcullis {
+    pub async fn start(conf: Conf) -> Self {
+        Self::start_env(conf, &[]).await
+    }
+
+    pub async fn start_env(conf: Conf, env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("pc");
+        let users = dir.write("users.yaml", &users_file_yaml(&conf.users));
+        let port = free_port();
+        let cfg = dir.write("portcullis.yaml", &conf.render(port, &users));
+        Self::spawn(
+            &["serve", "--config", cfg.to_str().unwrap()],
+            env,
+            dir,
+            port,
+        )
+        .await
+    }
+
+    /// Starts the binary with `args`; waits for its "listening" line.
+    pub async fn spawn(args: &[&str], env: &[(&str, &str)], dir: TempDir, port: u16) -> Self {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("PORTCULLIS_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn portcullis");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on http://") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let ready = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        if ready.is_err() {
+            let _ = child.kill();
+            panic!("portcullis did not start:\n{}", logs.lock().unwrap());
+        }
+        Portcullis {
+            child,
+            port,
+            dir,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits (bounded) for the process to exit; returns whether it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Portcullis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.get_all(name).iter().count()
+    }
+}
+
+/// An upstream app that records every request. Paths: `/slow` answers
+/// after 1.5 s, `/echo-upgrade` switches protocols and echoes bytes,
+/// anything else answers `200 upstream ok`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let rec = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle_upstream(req, rec.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, requests }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+}
+
+async fn handle_upstream(
+    mut req: Request<Incoming>,
+    rec: Arc<Mutex<Vec<Recorded>>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/echo-upgrade" {
+        let on = hyper::upgrade::on(&mut req);
+        rec.lock().unwrap().push(Recorded {
+            method: req.method().clone(),
+            uri: req.uri().to_string(),
+            headers: req.headers().clone(),
+            body: Bytes::new(),
+        });
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let (mut r, mut w) = tokio::io::split(&mut io);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("connection", HeaderValue::from_static("upgrade"));
+        r.headers_mut()
+            .insert("upgrade", HeaderValue::from_static("echo"));
+        return Ok(r);
+    }
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let len = body.len();
+    rec.lock().unwrap().push(Recorded {
+        method: parts.method,
+        uri: parts.uri.to_string(),
+        headers: parts.headers,
+        body,
+    });
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    if path == "/hang" {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    let mut r = Response::new(Full::new(Bytes::from(format!("upstream ok {len}"))));
+    r.headers_mut()
+        .insert("x-upstream", HeaderValue::from_static("yes"));
+    r.headers_mut()
+        .insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    Ok(r)
+}
+
+/// A response, body read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn location(&self) -> &str {
+        self.header("location").unwrap_or("")
+    }
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+    /// The `Set-Cookie` line for `name` (exact name).
+    pub fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.split('=').next() == Some(name))
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    /// The `value` of the hidden input `name` on a page.
+    pub fn hidden(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(html_unescape(&self.body[start..end]))
+    }
+}
+
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// An HTTP client that keeps cookies and never follows redirects.
+pub struct Browser {
+    client: HyperClient<HttpConnector, Full<Bytes>>,
+    pub jar: BTreeMap<String, String>,
+    /// Sent as `Accept` unless a request sets its own.
+    pub accept: &'static str,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Browser {
+            client: HyperClient::builder(TokioExecutor::new()).build_http(),
+            jar: BTreeMap::new(),
+            accept: "text/html,application/xhtml+xml,*/*;q=0.8",
+        }
+    }
+
+    /// An API client: `Accept: application/json`.
+    pub fn api() -> Self {
+        Browser {
+            accept: "application/json",
+            ..Self::new()
+        }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn request(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Resp {
+        let mut b = Request::builder().method(method).uri(url);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+        {
+            b = b.header("accept", self.accept);
+        }
+        if !self.jar.is_empty()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+        {
+            b = b.header("cookie", self.cookie_header());
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (ctype, bytes) = body.unwrap_or(("", Vec::new()));
+        if !ctype.is_empty() {
+            b = b.header("content-type", ctype);
+        }
+        let req = b.body(Full::new(Bytes::from(bytes))).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        for sc in headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            let pair = sc.split(';').next().unwrap_or("");
+            if let Some((n, v)) = pair.split_once('=') {
+                let cleared = sc.contains("Max-Age=0") || v.is_empty();
+                if cleared {
+                    self.jar.remove(n.trim());
+                } else {
+                    self.jar.insert(n.trim().into(), v.into());
+                }
+            }
+        }
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> Resp {
+        self.request(Method::GET, url, &[], None).await
+    }
+
+    pub async fn get_with(&mut self, url: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request(Method::GET, url, headers, None).await
+    }
+
+    pub async fn post_form(&mut self, url: &str, fields: &[(&str, &str)]) -> Resp {
+        self.post_form_with(url, fields, &[]).await
+    }
+
+    pub async fn post_form_with(
+        &mut self,
+        url: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.request(
+            Method::POST,
+            url,
+            headers,
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+        )
+        .await
+    }
+
+    /// Loads the sign-in page at `origin` and posts the credentials form.
+    pub async fn sign_in(
+        &mut self,
+        origin: &str,
+        email: &str,
+        password: &str,
+        callback: &str,
+    ) -> Resp {
+        self.sign_in_at(origin, "/auth", email, password, callback)
+            .await
+    }
+
+    pub async fn sign_in_at(
+        &mut self,
+        origin: &str,
+        base: &str,
+        email: &str,
+        password: &str,
+        callback: &str,
+    ) -> Resp {
+        let enc: String = url::form_urlencoded::byte_serialize(callback.as_bytes()).collect();
+        let page = self
+            .get(&format!("{origin}{base}/signin?callbackUrl={enc}"))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "sign-in page: {}", page.body);
+        let csrf = page
+            .hidden("csrfToken")
+            .expect("csrfToken on the sign-in page");
+        let cb = page
+            .hidden("callbackUrl")
+            .expect("callbackUrl on the sign-in page");
+        self.post_form(
+            &format!("{origin}{base}/callback/credentials"),
+            &[
+                ("csrfToken", &csrf),
+                ("callbackUrl", &cb),
+                ("email", email),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    /// Whether the jar holds a session cookie (whole or chunked).
+    pub fn has_session(&self) -> bool {
+        self.jar.keys().any(|k| k.contains("session-token"))
+    }
+}
+
+/// Runs a Node fixture script with `input` on stdin; (exit code, stdout, stderr).
+pub fn node(script: &Path, args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new("node")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every line of the shared open-redirect corpus.
+pub fn open_redirect_corpus() -> Vec<String> {
+    let candidates = [
+        repo_root().join("tests/data/open-redirects.txt"),
+        repo_root().join("../shared/testdata/open-redirects.txt"),
+    ];
+    let path = candidates
+        .iter()
+        .find(|p| p.exists())
+        .expect("open-redirects.txt (shared/testdata or tests/data)");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .split('\n')
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,2 @@
+//! Launchers for the real edge proxies (nginx, Caddy): filled in by the
+//! edge-proxy tests.
