@@ -1,7 +1,7 @@
 //! Integration tests: the real binary, real upstreams, real edge proxies.
 //! One binary, modules by feature; `support` holds the launchers.
 
-#![allow(unreachable_pub)]
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::disallowed_types)]
 
 mod support;
 

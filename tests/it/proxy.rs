@@ -343,3 +343,54 @@ async fn sigterm_drains_in_flight_requests() {
         "still accepting after SIGTERM"
     );
 }
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let certs = TempDir::new("tls");
+    let (ca, cert, key) = test_certs(&certs);
+    let up = Upstream::start_tls(&cert, &key).await;
+    let url = format!("https://localhost:{}", up.addr.port());
+
+    let trusting = Portcullis::start(Conf::default().upstream(&url).upstream_ca(&ca)).await;
+    let mut b = signed_in(&trusting).await;
+    let r = b.get(&trusting.url("/over-tls")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(up.last().header("x-auth-request-email"), Some(ALICE.0));
+
+    // Without the CA, the platform roots do not know this certificate.
+    let strict = Portcullis::start(Conf::default().upstream(&url)).await;
+    let before = up.count();
+    let mut b = signed_in(&strict).await;
+    let r = b.get(&strict.url("/over-tls")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(up.count(), before, "a request went to an unverified upstream");
+    assert!(strict.logs().contains("upstream"), "the log says what failed");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = signed_in(&pc).await;
+    for i in 0..10 {
+        let r = b.get(&pc.url(&format!("/n/{i}"))).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let peers: std::collections::HashSet<_> = up.requests.lock().unwrap().iter().map(|r| r.peer).collect();
+    assert_eq!(peers.len(), 1, "10 sequential requests used {} upstream connections", peers.len());
+}
+
+#[tokio::test]
+async fn oversized_headers_and_forms_are_refused() {
+    let pc = Portcullis::start(Conf::default()).await;
+    let mut b = Browser::new();
+    let huge = "x".repeat(80 * 1024);
+    let r = b.get_with(&pc.url("/auth/session"), &[("x-big", &huge)]).await;
+    assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let page = b.get(&pc.url("/auth/signin")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let big = "p".repeat(20 * 1024);
+    let r = b.post_form(&pc.url("/auth/callback/credentials"), &[("csrfToken", &token), ("email", ALICE.0), ("password", &big)]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(!b.has_session());
+}

@@ -323,3 +323,31 @@ async fn the_rest_surface_has_auth_js_shapes() {
     assert_eq!(b.get(&pc.url("/healthz")).await.status, StatusCode::OK);
     assert_eq!(b.get(&pc.url("/readyz")).await.status, StatusCode::OK);
 }
+
+/// User enumeration by timing: an unknown e-mail costs the same argon2
+/// work as a known one with a wrong password. Interleaved runs, medians,
+/// and a 3x band: without the dummy hash the gap is ~100x.
+#[tokio::test]
+async fn unknown_users_take_as_long_as_known_ones() {
+    let pc = Portcullis::start(Conf::default()).await;
+    let mut b = Browser::new();
+    let page = b.get(&pc.url("/auth/signin")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let url = pc.url("/auth/callback/credentials");
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        for (email, times) in [(ALICE.0, &mut known), ("ghost@example.com", &mut unknown)] {
+            let t = std::time::Instant::now();
+            let r = b.post_form(&url, &[("csrfToken", &token), ("email", email), ("password", &format!("wrong-{i}"))]).await;
+            times.push(t.elapsed().as_secs_f64());
+            assert!(r.location().contains("error=CredentialsSignin"));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (k, u) = (median(&mut known), median(&mut unknown));
+    let ratio = k / u;
+    assert!((1.0 / 3.0..3.0).contains(&ratio), "known {k:.4}s vs unknown {u:.4}s (ratio {ratio:.2})");
+}

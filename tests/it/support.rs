@@ -96,6 +96,7 @@ pub const BOB: TestUser = TestUser("bob@other.org", "Bob", &["staff"]);
 pub struct Conf {
     pub public_url: Option<String>,
     pub upstream: Option<String>,
+    pub upstream_ca: Option<PathBuf>,
     pub secrets: Vec<String>,
     pub users: Vec<TestUser>,
     pub extra: Vec<String>,
@@ -106,6 +107,7 @@ impl Default for Conf {
         Conf {
             public_url: None,
             upstream: None,
+            upstream_ca: None,
             secrets: vec![SECRET.into()],
             users: vec![ALICE, BOB],
             extra: vec![],
@@ -116,6 +118,10 @@ impl Default for Conf {
 impl Conf {
     pub fn upstream(mut self, url: &str) -> Self {
         self.upstream = Some(url.into());
+        self
+    }
+    pub fn upstream_ca(mut self, ca: &Path) -> Self {
+        self.upstream_ca = Some(ca.to_path_buf());
         self
     }
     pub fn extra(mut self, block: &str) -> Self {
@@ -144,6 +150,9 @@ impl Conf {
         y += &format!("secrets: [{}]\n", self.secrets.join(", "));
         if let Some(u) = &self.upstream {
             y += &format!("upstream:\n  url: {u}\n  timeout: 3s\n  connect_timeout: 1s\n");
+            if let Some(ca) = &self.upstream_ca {
+                y += &format!("  ca_file: {}\n", ca.display());
+            }
         }
         y += &format!(
             "providers:\n  - type: credentials\n    name: Test users\n    users_file: {}\n",
@@ -285,6 +294,8 @@ impl Drop for Portcullis {
 /// A request the upstream received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The TCP peer: the same for requests on one pooled connection.
+    pub peer: SocketAddr,
     pub method: Method,
     pub uri: String,
     pub headers: HeaderMap,
@@ -310,22 +321,53 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
+        Self::start_inner(None).await
+    }
+
+    /// The same upstream behind TLS with `cert`/`key` (PEM files).
+    pub async fn start_tls(cert: &Path, key: &Path) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start_inner(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let rec = requests.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let rec = rec.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle_upstream(req, rec.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    let svc = service_fn(move |req| handle_upstream(req, peer, rec.clone()));
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                        }
+                    }
                 });
             }
         });
@@ -350,14 +392,12 @@ impl Upstream {
     }
 }
 
-async fn handle_upstream(
-    mut req: Request<Incoming>,
-    rec: Arc<Mutex<Vec<Recorded>>>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle_upstream(mut req: Request<Incoming>, peer: SocketAddr, rec: Arc<Mutex<Vec<Recorded>>>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     if path == "/echo-upgrade" {
         let on = hyper::upgrade::on(&mut req);
         rec.lock().unwrap().push(Recorded {
+            peer,
             method: req.method().clone(),
             uri: req.uri().to_string(),
             headers: req.headers().clone(),
@@ -386,6 +426,7 @@ async fn handle_upstream(
         .unwrap_or_default();
     let len = body.len();
     rec.lock().unwrap().push(Recorded {
+        peer,
         method: parts.method,
         uri: parts.uri.to_string(),
         headers: parts.headers,
@@ -674,4 +715,19 @@ pub fn open_redirect_corpus() -> Vec<String> {
         .split('\n')
         .map(str::to_owned)
         .collect()
+}
+
+/// A throwaway CA and a server certificate for `localhost` and 127.0.0.1,
+/// made with the openssl CLI: (ca.pem, server.pem, server.key).
+pub fn test_certs(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(d).output().expect("the openssl CLI (tests/run installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=portcullis-it-ca"]);
+    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    dir.write("san.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
 }
