@@ -5,8 +5,11 @@
 //! Every state-changing POST checks the CSRF double submit first; every
 //! redirect target goes through the redirect policy.
 
+mod credentials;
 pub mod csrf;
+pub mod flow;
 pub mod form;
+mod oauth;
 
 use std::sync::Arc;
 
@@ -22,7 +25,6 @@ use crate::http::pages::{self, SigninEntry, SigninPage};
 use crate::http::redirect::SafeRedirect;
 use crate::http::{self as web, Body, wants_html};
 use crate::providers::ProviderKind;
-use crate::providers::credentials::User;
 use crate::session::Claims;
 use crate::state::App;
 use form::{Form, query_param};
@@ -56,9 +58,11 @@ pub async fn route(
         "/forward-auth" => Ok(forward::forward_auth(app, &req, client)),
         "/auth-request" => Ok(forward::auth_request(app, &req, client)),
         r => match (r.strip_prefix("/signin/"), r.strip_prefix("/callback/")) {
-            (Some(provider), _) if m == Method::POST => sign_in(app, req, client, provider).await,
+            (Some(provider), _) if m == Method::POST => {
+                sign_in(app, req, client, provider, false).await
+            }
             (_, Some(provider)) if m == Method::POST || m == Method::GET => {
-                sign_in(app, req, client, provider).await
+                sign_in(app, req, client, provider, true).await
             }
             (Some(_), _) | (_, Some(_)) => Err(Error::MethodNotAllowed),
             _ if matches!(
@@ -83,7 +87,7 @@ pub async fn route(
 
 /// A redirect, or `200 {"url"}` for clients that send
 /// `X-Auth-Return-Redirect` (Auth.js's `signIn()`/`signOut()`).
-fn go(headers: &HeaderMap, to: &SafeRedirect) -> Response<Body> {
+pub(crate) fn go(headers: &HeaderMap, to: &SafeRedirect) -> Response<Body> {
     if headers.contains_key("x-auth-return-redirect") {
         web::json(StatusCode::OK, &json!({ "url": to.as_str() }))
     } else {
@@ -93,7 +97,7 @@ fn go(headers: &HeaderMap, to: &SafeRedirect) -> Response<Body> {
 
 /// Where a sign-in error sends the browser, as Auth.js does: sign-in
 /// errors back to the sign-in page, others to the error page.
-fn error_target(app: &App, code: ErrorCode, callback: &SafeRedirect) -> SafeRedirect {
+pub(crate) fn error_target(app: &App, code: ErrorCode, callback: &SafeRedirect) -> SafeRedirect {
     let base = &app.config.base_path;
     let path = match code {
         ErrorCode::CredentialsSignin => {
@@ -121,13 +125,17 @@ fn signin_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
         .config
         .providers
         .iter()
-        .map(|p| (format!("{base}/callback/{}", p.id), p.name.as_str()))
+        .map(|p| match p.kind {
+            ProviderKind::Credentials(_) => (format!("{base}/callback/{}", p.id), p.name.as_str()),
+            ProviderKind::Oidc(_) => (format!("{base}/signin/{}", p.id), p.name.as_str()),
+        })
         .collect();
     let entries = actions
         .iter()
         .zip(&app.config.providers)
         .map(|((action, name), p)| match p.kind {
             ProviderKind::Credentials(_) => SigninEntry::Credentials { action, name },
+            ProviderKind::Oidc(_) => SigninEntry::Button { action, name },
         })
         .collect();
     let page = pages::signin(&SigninPage {
@@ -141,92 +149,53 @@ fn signin_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
-/// `POST {base}/signin/{provider}` and `{base}/callback/{provider}`.
+/// `POST {base}/signin/{provider}` starts a sign-in, `{base}/callback/{provider}`
+/// finishes one (credentials sign in directly at either).
 async fn sign_in(
     app: &Arc<App>,
     req: Request<Incoming>,
     client: &ClientInfo,
     provider: &str,
+    is_callback: bool,
 ) -> Result<Response<Body>, Error> {
     let Some(p) = app.config.providers.iter().find(|p| p.id == provider) else {
         return Err(Error::NotFound);
     };
-    let ProviderKind::Credentials(creds) = &p.kind;
-    if req.method() != Method::POST {
-        return Err(Error::MethodNotAllowed);
+    match (&p.kind, is_callback, req.method() == Method::POST) {
+        (ProviderKind::Credentials(creds), _, true) => {
+            credentials::sign_in(app, req, client, &p.id, creds).await
+        }
+        (ProviderKind::Oidc(_), false, true) => oauth::start(app, req, &p.id).await,
+        (ProviderKind::Oidc(_), true, _) => oauth::callback(app, req, client, &p.id).await,
+        _ => Err(Error::MethodNotAllowed),
     }
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
-    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
-    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
-        tracing::info!(provider, client_ip = %client.client_ip, "sign-in refused: CSRF token missing or wrong");
-        return Ok(go(
-            &parts.headers,
-            &error_target(app, ErrorCode::MissingCsrf, &callback),
-        ));
-    }
-    let email = form
-        .get("email")
-        .or_else(|| form.get("username"))
-        .unwrap_or("")
-        .to_string();
-    let password = form.get("password").unwrap_or("").to_string();
-    let user = check_password(app, creds.clone(), email, password).await?;
-    let Some(user) = user else {
-        tracing::info!(provider, client_ip = %client.client_ip, "sign-in failed: CredentialsSignin");
-        return Ok(go(
-            &parts.headers,
-            &error_target(app, ErrorCode::CredentialsSignin, &callback),
-        ));
-    };
-    let mut claims = claims_for(&user, &p.id);
+}
+
+/// Issues the session for a signed-in user, unless the access rules say
+/// no; the response goes to `callback`.
+fn establish(
+    app: &App,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+    mut claims: Claims,
+    callback: &SafeRedirect,
+) -> Response<Body> {
+    let provider = claims.provider.clone().unwrap_or_default();
     if !authz::allowed(&app.config.access, &claims) {
-        tracing::info!(provider, user = %user.email, "sign-in refused by access rules: AccessDenied");
-        return Ok(go(
-            &parts.headers,
-            &error_target(app, ErrorCode::AccessDenied, &callback),
-        ));
+        tracing::info!(provider, user = %claims.user_id(), "sign-in refused by access rules: AccessDenied");
+        return go(
+            headers,
+            &error_target(app, ErrorCode::AccessDenied, callback),
+        );
     }
-    tracing::info!(provider, user = %user.email, client_ip = %client.client_ip, "signed in");
-    let seen = app.sessions.load(&parts.headers).chunks;
+    tracing::info!(provider, user = %claims.user_id(), client_ip = %client.client_ip, "signed in");
+    let seen = app.sessions.load(headers).chunks;
     let cookies = app
         .sessions
         .issue(&mut claims, seen, app.cookie_domain(client));
-    let mut r = go(&parts.headers, &callback);
+    let mut r = go(headers, callback);
     web::set_cookies(&mut r, cookies);
-    Ok(r)
-}
-
-/// Runs argon2 off the async threads, a bounded number at a time.
-async fn check_password(
-    app: &App,
-    creds: crate::providers::credentials::Credentials,
-    email: String,
-    password: String,
-) -> Result<Option<User>, Error> {
-    if email.len() > 320 || password.len() > 1024 {
-        return Ok(None);
-    }
-    let _permit = app
-        .password_checks
-        .acquire()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    tokio::task::spawn_blocking(move || creds.verify(&email, &password))
-        .await
-        .map_err(|e| Error::Internal(format!("password check task: {e}")))
-}
-
-fn claims_for(user: &User, provider: &str) -> Claims {
-    Claims {
-        name: user.name.clone(),
-        email: Some(user.email.clone()),
-        picture: user.image.clone(),
-        sub: Some(user.email.clone()),
-        groups: user.groups.clone(),
-        provider: Some(provider.to_string()),
-        ..Claims::default()
-    }
+    r
 }
 
 fn signout_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
@@ -258,10 +227,14 @@ async fn signout(
         ));
     }
     let loaded = app.sessions.load(&parts.headers);
+    let mut to = callback;
     if let Some(s) = &loaded.session {
         tracing::info!(user = %s.claims.user_id(), "signed out");
+        if let Some(end) = oauth::end_session_url(app, &s.claims, &to) {
+            to = end;
+        }
     }
-    let mut r = go(&parts.headers, &callback);
+    let mut r = go(&parts.headers, &to);
     web::set_cookies(
         &mut r,
         app.sessions.clear(loaded.chunks, app.cookie_domain(client)),

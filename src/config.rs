@@ -84,6 +84,10 @@ pub struct CookieConfig {
     pub secure: bool,
     /// Registrable parents (`example.com`) whose subdomains share the session.
     pub domains: Vec<String>,
+    /// How long a pending OAuth/OIDC sign-in may take.
+    pub flow_max_age: Duration,
+    /// Pending sign-ins one browser may have at once (tabs).
+    pub max_flows: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -92,6 +96,19 @@ pub struct AccessConfig {
     pub allowed_domains: Vec<String>,
     pub allowed_groups: Vec<String>,
     pub public_paths: Vec<PathPattern>,
+}
+
+impl Default for CookieConfig {
+    /// Auth.js's names on plain http, no shared domain.
+    fn default() -> Self {
+        CookieConfig {
+            name_prefix: "authjs".into(),
+            secure: false,
+            domains: Vec::new(),
+            flow_max_age: Duration::from_secs(900),
+            max_flows: 4,
+        }
+    }
 }
 
 /// `/exact`, `/prefix/*` (the prefix and everything under it).
@@ -128,11 +145,24 @@ pub struct HeaderConfig {
     pub signin_url: HeaderName,
     /// Pass Portcullis's own cookies to the upstream (default: stripped).
     pub pass_cookies: bool,
+    pub access_token: AccessTokenHeader,
+    /// Extra identity headers from claims kept in the session.
+    pub claims: Vec<(HeaderName, String)>,
+}
+
+/// How the upstream gets the user's access token, if at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessTokenHeader {
+    None,
+    /// `Authorization: Bearer <token>`.
+    Authorization,
+    /// `X-Auth-Request-Access-Token: <token>`.
+    Header,
 }
 
 impl HeaderConfig {
     /// Every header name that carries identity: stripped from every request.
-    pub fn identity_names(&self) -> [&HeaderName; 7] {
+    pub fn identity_names(&self) -> impl Iterator<Item = &HeaderName> {
         [
             &self.user,
             &self.email,
@@ -142,6 +172,8 @@ impl HeaderConfig {
             &self.forwarded_email,
             &self.name,
         ]
+        .into_iter()
+        .chain(self.claims.iter().map(|(h, _)| h))
     }
 }
 
@@ -311,16 +343,18 @@ pub fn effective(c: &Config) -> String {
         "trusted_proxies": c.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "upstream": upstream,
         "session": { "strategy": "jwt", "max_age": secs(c.session.max_age), "update_age": secs(c.session.update_age) },
-        "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains },
+        "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains,
+                     "flow_max_age": secs(c.cookies.flow_max_age), "max_flows": c.cookies.max_flows },
         "redirects": { "allowed_domains": c.redirect_domains },
         "access": { "allowed_emails": c.access.allowed_emails, "allowed_domains": c.access.allowed_domains,
                     "allowed_groups": c.access.allowed_groups,
                     "public_paths": c.access.public_paths.iter().map(|p| match p { PathPattern::Exact(e) => e.clone(), PathPattern::Prefix(p) => format!("{}/*", p.trim_end_matches('/')) }).collect::<Vec<_>>() },
-        "providers": c.providers.iter().map(|p| json!({ "id": p.id, "name": p.name, "type": p.type_name(), "users": match &p.kind {
-            crate::providers::ProviderKind::Credentials(cr) => cr.len() } })).collect::<Vec<_>>(),
+        "providers": c.providers.iter().map(crate::providers::ProviderConfig::effective).collect::<Vec<_>>(),
         "headers": { "user": h.user.as_str(), "email": h.email.as_str(), "preferred_username": h.preferred_username.as_str(),
                      "groups": h.groups.as_str(), "forwarded_user": h.forwarded_user.as_str(), "forwarded_email": h.forwarded_email.as_str(),
-                     "name": h.name.as_str(), "signin_url": h.signin_url.as_str(), "pass_cookies": h.pass_cookies },
+                     "name": h.name.as_str(), "signin_url": h.signin_url.as_str(), "pass_cookies": h.pass_cookies,
+                     "access_token": format!("{:?}", h.access_token).to_ascii_lowercase(),
+                     "claims": h.claims.iter().map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>() },
         "limits": { "max_header_bytes": c.limits.max_header_bytes, "max_form_bytes": c.limits.max_form_bytes,
                     "header_read_timeout": secs(c.limits.header_read_timeout), "shutdown_grace": secs(c.limits.shutdown_grace) },
         "log": { "format": match c.log.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.log.level },

@@ -10,7 +10,6 @@ pub mod redirect;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
@@ -116,7 +115,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     match path {
         "/healthz" => return text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            return if app.ready.load(Ordering::Relaxed) {
+            return if app.is_ready() {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -4,7 +4,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::HeaderConfig;
+use crate::config::{AccessTokenHeader, HeaderConfig};
 use crate::session::Claims;
 
 pub struct IdentityHeaders {
@@ -25,7 +25,7 @@ fn value(s: &str) -> Option<HeaderValue> {
 
 impl IdentityHeaders {
     pub fn new(cfg: &HeaderConfig) -> Self {
-        let mut strip: Vec<HeaderName> = cfg.identity_names().into_iter().cloned().collect();
+        let mut strip: Vec<HeaderName> = cfg.identity_names().cloned().collect();
         // Headers other deployments trust for identity: never from a client.
         for extra in [
             "x-auth-request-access-token",
@@ -83,6 +83,39 @@ impl IdentityHeaders {
             && let Some(v) = value(&claims.groups.join(","))
         {
             headers.insert(c.groups.clone(), v);
+        }
+        for (name, path) in &c.claims {
+            let text = match claims.attrs.get(path) {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Array(a)) => Some(
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    Some(v.to_string())
+                }
+                _ => None,
+            };
+            if let Some(v) = text.as_deref().and_then(value) {
+                headers.insert(name.clone(), v);
+            }
+        }
+        if let Some(token) = claims.access_token.as_deref() {
+            match c.access_token {
+                AccessTokenHeader::None => {}
+                AccessTokenHeader::Authorization => {
+                    if let Some(v) = value(&format!("Bearer {token}")) {
+                        headers.insert(http::header::AUTHORIZATION, v);
+                    }
+                }
+                AccessTokenHeader::Header => {
+                    if let Some(v) = value(token) {
+                        headers.insert(HeaderName::from_static("x-auth-request-access-token"), v);
+                    }
+                }
+            }
         }
     }
 }

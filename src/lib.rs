@@ -22,4 +22,5 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod tls;
 pub mod whoami;

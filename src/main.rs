@@ -133,6 +133,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let demo = cfg.demo.clone();
     let public = cfg.public_url.clone();
     let app = Arc::new(App::new(cfg, Clock::System, upstream_override)?);
+    app.start_background();
     let listener = server::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -1,8 +1,10 @@
 //! Ways to sign in. Each provider has an id (its URL segment), a display
-//! name, and a kind holding what that kind needs. This issue ships the
-//! credentials provider; OIDC, OAuth and e-mail providers join [`ProviderKind`].
+//! name, and a kind holding what that kind needs: [`credentials`] (a users
+//! file) and [`oidc`] (an OpenID provider, with its run-time state).
 
 pub mod credentials;
+pub mod oidc;
+pub mod outbound;
 
 /// One configured provider.
 #[derive(Debug, Clone)]
@@ -15,6 +17,8 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone)]
 pub enum ProviderKind {
     Credentials(credentials::Credentials),
+    /// The provider's settings; its run-time state lives in the app.
+    Oidc(std::sync::Arc<oidc::OidcConfig>),
 }
 
 impl ProviderConfig {
@@ -22,6 +26,40 @@ impl ProviderConfig {
     pub fn type_name(&self) -> &'static str {
         match self.kind {
             ProviderKind::Credentials(_) => "credentials",
+            ProviderKind::Oidc(_) => "oidc",
         }
+    }
+
+    /// For `portcullis check`: the settings in force, secrets redacted.
+    pub fn effective(&self) -> serde_json::Value {
+        use serde_json::json;
+        let mut v = json!({ "id": self.id, "name": self.name, "type": self.type_name() });
+        match &self.kind {
+            ProviderKind::Credentials(c) => v["users"] = json!(c.len()),
+            ProviderKind::Oidc(c) => {
+                v["issuer"] = json!(c.issuer);
+                v["client_id"] = json!(c.client_id);
+                v["client_secret"] = json!("<redacted>");
+                v["scopes"] = json!(c.scopes);
+                v["response_mode"] = json!(match c.response_mode {
+                    oidc::ResponseMode::Query => "query",
+                    oidc::ResponseMode::FormPost => "form_post",
+                });
+                v["authorization_params"] = json!(
+                    c.authorization_params
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                );
+                v["claims"] = json!({ "id": c.claims.id, "name": c.claims.name, "email": c.claims.email, "image": c.claims.image,
+                    "preferred_username": c.claims.preferred_username, "groups": c.claims.groups });
+                v["algorithms"] = json!(c.algorithms);
+                v["trusted_audiences"] = json!(c.trusted_audiences);
+                v["insecure_accept_unverified_email"] = json!(c.insecure_accept_unverified_email);
+                v["store_tokens"] = json!(c.store_tokens);
+                v["timeout"] = json!(format!("{}s", c.timeout.as_secs()));
+            }
+        }
+        v
     }
 }

@@ -4,7 +4,6 @@
 //!
 //! Only requests [`crate::authz::evaluate`] lets through reach the upstream.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONNECTION, COOKIE, HOST, UPGRADE};
@@ -15,8 +14,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use url::Url;
 
 use crate::authz::{Decision, Target, evaluate, forward};
@@ -46,31 +43,6 @@ pub struct Proxy {
     timeout: Duration,
 }
 
-/// Client TLS with aws-lc-rs, the platform's roots and an optional CA file.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let certs =
-            CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 impl Proxy {
     pub fn new(
         url: Url,
@@ -83,7 +55,7 @@ impl Proxy {
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(ca_file)?)
+            .with_tls_config(crate::tls::client_config(ca_file)?)
             .https_or_http()
             .enable_http1()
             .build();
@@ -362,11 +334,7 @@ mod tests {
 
     #[test]
     fn only_our_cookies_are_stripped() {
-        let names = cookies::CookieNames::new(&CookieConfig {
-            name_prefix: "authjs".into(),
-            secure: false,
-            domains: vec![],
-        });
+        let names = cookies::CookieNames::new(&CookieConfig::default());
         let mut h = HeaderMap::new();
         h.append(
             COOKIE,

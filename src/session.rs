@@ -33,6 +33,22 @@ pub struct Claims {
     /// The provider id the user signed in with (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    /// Claims the config maps to headers (`headers.claims`), by claim path.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attrs: Map<String, Value>,
+    /// Provider tokens, named as in Auth.js's refresh-token guide. Only
+    /// when the provider keeps tokens (`store_tokens`); the cookie is
+    /// encrypted, so they are never readable by the browser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<UnixTime>,
     #[serde(default)]
     pub iat: UnixTime,
     #[serde(default)]

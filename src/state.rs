@@ -6,13 +6,19 @@ use std::sync::atomic::AtomicBool;
 
 use tokio::sync::Semaphore;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::authn::csrf::Csrf;
+use crate::authn::flow::Flows;
 use crate::clock::Clock;
 use crate::config::{Config, Upstream};
 use crate::http::cookies::CookieNames;
 use crate::http::forwarded::ClientInfo;
 use crate::http::redirect::RedirectPolicy;
 use crate::identity::IdentityHeaders;
+use crate::providers::ProviderKind;
+use crate::providers::oidc::OidcProvider;
 use crate::proxy::Proxy;
 use crate::session::SessionStore;
 
@@ -21,11 +27,15 @@ pub struct App {
     pub names: CookieNames,
     pub sessions: SessionStore,
     pub csrf: Csrf,
+    pub flows: Flows,
+    /// Run-time state of each OIDC provider, by provider id.
+    pub oidc: HashMap<String, Arc<OidcProvider>>,
     pub redirects: RedirectPolicy,
     pub identity: IdentityHeaders,
     pub proxy: Option<Proxy>,
     pub clock: Clock,
-    /// `/readyz`: everything the instance depends on is loaded.
+    /// Set once start-up work is done (`/readyz` also needs every OIDC
+    /// provider's discovery loaded).
     pub ready: AtomicBool,
     /// Bounds concurrent password checks (argon2 takes ~19 MiB each).
     pub password_checks: Semaphore,
@@ -36,6 +46,8 @@ pub struct App {
 pub enum BuildError {
     #[error("upstream TLS setup failed: {0}")]
     Tls(String),
+    #[error("provider {0}: {1}")]
+    Provider(String, String),
 }
 
 impl App {
@@ -50,6 +62,22 @@ impl App {
         let names = CookieNames::new(&config.cookies);
         let sessions = SessionStore::new(&config.secrets, &names, &config.session, clock.clone());
         let csrf = Csrf::new(&config.secrets, &names);
+        let flows = Flows::new(
+            &config.secrets,
+            &names,
+            &config.base_path,
+            config.cookies.flow_max_age,
+            config.cookies.max_flows,
+            clock.clone(),
+        );
+        let mut oidc = HashMap::new();
+        for p in &config.providers {
+            if let ProviderKind::Oidc(cfg) = &p.kind {
+                let provider = OidcProvider::new((**cfg).clone(), clock.clone())
+                    .map_err(|e| BuildError::Provider(p.id.clone(), e))?;
+                oidc.insert(p.id.clone(), Arc::new(provider));
+            }
+        }
         let redirects =
             RedirectPolicy::new(config.public_url.clone(), config.redirect_domains.clone());
         let identity = IdentityHeaders::new(&config.headers);
@@ -85,6 +113,8 @@ impl App {
             names,
             sessions,
             csrf,
+            flows,
+            oidc,
             redirects,
             identity,
             proxy,
@@ -95,6 +125,20 @@ impl App {
             scheme,
             config,
         })
+    }
+
+    /// Starts background work: OIDC discovery (retried until it loads,
+    /// then refreshed hourly).
+    pub fn start_background(&self) {
+        for p in self.oidc.values() {
+            p.spawn_discovery(std::time::Duration::from_secs(3600));
+        }
+    }
+
+    /// `/readyz`: started, and every OIDC provider's discovery is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Relaxed)
+            && self.oidc.values().all(|p| p.is_ready())
     }
 
     /// The scheme a request came in with when no trusted proxy says.

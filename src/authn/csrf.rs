@@ -6,7 +6,7 @@
 use http::HeaderMap;
 
 use crate::crypto::{Secret, ct_eq, sha256_hex};
-use crate::http::cookies::{self, CookieNames, SetCookie};
+use crate::http::cookies::{self, CookieNames, SameSite, SetCookie};
 
 pub struct Csrf {
     secrets: Vec<Secret>,
@@ -62,6 +62,8 @@ impl Csrf {
             domain: None,
             http_only: true,
             secure: self.secure,
+            path: "/",
+            same_site: SameSite::Lax,
         }
         .render();
         (token, Some(cookie))
@@ -83,11 +85,7 @@ mod tests {
     use http::HeaderValue;
 
     fn csrf(secret: &str) -> Csrf {
-        let names = CookieNames::new(&CookieConfig {
-            name_prefix: "authjs".into(),
-            secure: false,
-            domains: vec![],
-        });
+        let names = CookieNames::new(&CookieConfig::default());
         Csrf::new(&[Secret::new(secret.into())], &names)
     }
 

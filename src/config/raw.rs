@@ -53,6 +53,9 @@ pub struct RawCookies {
     pub secure: Option<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub domains: Vec<String>,
+    pub flow_max_age: Option<String>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub max_flows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -85,6 +88,38 @@ pub struct RawProvider {
     pub users_file: Option<String>,
     /// Users inline, in the users-file shape (the demo uses this).
     pub users: Option<serde_json::Value>,
+    // oidc
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub scopes: Option<Vec<String>>,
+    pub response_mode: Option<String>,
+    pub authorization_params: std::collections::BTreeMap<String, String>,
+    pub claims: RawClaimMap,
+    #[serde(deserialize_with = "one_or_many")]
+    pub algorithms: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub trusted_audiences: Vec<String>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub insecure_accept_unverified_email: Option<bool>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub store_tokens: Option<bool>,
+    pub ca_file: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// Which claim (dotted path) fills each part of the profile.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClaimMap {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub image: Option<String>,
+    pub preferred_username: Option<String>,
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -100,6 +135,10 @@ pub struct RawHeaders {
     pub signin_url: Option<String>,
     #[serde(deserialize_with = "opt_bool")]
     pub pass_cookies: Option<bool>,
+    /// `none`, `authorization` (Bearer) or `header` (X-Auth-Request-Access-Token).
+    pub access_token: Option<String>,
+    /// Extra headers from claims: header name → claim path.
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

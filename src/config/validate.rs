@@ -15,9 +15,10 @@ use url::Url;
 use super::raw::{RawConfig, RawProvider};
 use super::source::Document;
 use super::{
-    AccessConfig, Config, ConfigError, CookieConfig, HeaderConfig, Limits, LogConfig, LogFormat,
-    PathPattern, Problem, SessionConfig, SessionStrategy, Upstream, secret,
+    AccessConfig, AccessTokenHeader, Config, ConfigError, CookieConfig, HeaderConfig, Limits,
+    LogConfig, LogFormat, PathPattern, Problem, SessionConfig, SessionStrategy, Upstream, secret,
 };
+use crate::providers::oidc::{ClaimMap, OidcConfig, ResponseMode};
 use crate::providers::{ProviderConfig, ProviderKind, credentials};
 
 /// The embedded default `portcullis` runs with no arguments. The secret
@@ -385,6 +386,19 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         }
     }
 
+    let flow_max_age = c.duration(
+        "cookies.flow_max_age",
+        raw.cookies.flow_max_age.as_deref(),
+        Duration::from_secs(900),
+    );
+    let max_flows = raw.cookies.max_flows.unwrap_or(4) as usize;
+    if !(1..=16).contains(&max_flows) {
+        c.bad(
+            "cookies.max_flows",
+            format!("{max_flows} is out of range"),
+            "use a number from 1 to 16 (default 4)",
+        );
+    }
     let mut redirect_domains = domains.clone();
     for (i, d) in raw.redirects.allowed_domains.iter().enumerate() {
         let (host, port) = match d.rsplit_once(':') {
@@ -464,6 +478,26 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             "x-auth-signin",
         ),
         pass_cookies: h.pass_cookies.unwrap_or(false),
+        access_token: match h.access_token.as_deref().unwrap_or("none") {
+            "none" => AccessTokenHeader::None,
+            "authorization" => AccessTokenHeader::Authorization,
+            "header" => AccessTokenHeader::Header,
+            other => {
+                c.bad("headers.access_token", format!("{other:?} is not none, authorization or header"), "use authorization (Authorization: Bearer) or header (X-Auth-Request-Access-Token)");
+                AccessTokenHeader::None
+            }
+        },
+        claims: h
+            .claims
+            .iter()
+            .filter_map(|(name, path)| match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) if !path.is_empty() => Some((n, path.clone())),
+                _ => {
+                    c.bad(&format!("headers.claims.{name}"), format!("{name:?} is not a header name, or the claim path is empty"), "map a header name to a claim path, like X-Auth-Request-Department: department");
+                    None
+                }
+            })
+            .collect(),
     };
 
     let l = &raw.limits;
@@ -540,6 +574,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             name_prefix,
             secure,
             domains,
+            flow_max_age,
+            max_flows,
         },
         redirect_domains,
         access,
@@ -590,6 +626,23 @@ fn providers(
         }
         let kind = match kind {
             "credentials" => {
+                let oidc_keys = [
+                    ("issuer", p.issuer.is_some()),
+                    ("client_id", p.client_id.is_some()),
+                    (
+                        "client_secret",
+                        p.client_secret.is_some() || p.client_secret_file.is_some(),
+                    ),
+                    ("scopes", p.scopes.is_some()),
+                ];
+                if let Some((k, _)) = oidc_keys.iter().find(|(_, set)| *set) {
+                    c.bad(
+                        &key(k),
+                        format!("`{k}` is for oidc providers"),
+                        "set type: oidc, or remove the key",
+                    );
+                    continue;
+                }
                 let users = match (&p.users_file, p.users.as_ref()) {
                     (Some(f), _) => credentials::load_users_file(&resolve(f))
                         .map_err(|e| (key("users_file"), e)),
@@ -608,17 +661,22 @@ fn providers(
                     }
                 }
             }
+            "oidc" => match oidc_provider(c, p, &key, resolve) {
+                Some(o) => ProviderKind::Oidc(std::sync::Arc::new(o)),
+                None => continue,
+            },
             other => {
                 c.bad(
                     &key("type"),
                     format!("unknown provider type {other:?}"),
-                    "use credentials",
+                    "use credentials or oidc",
                 );
                 continue;
             }
         };
         let name = p.name.clone().unwrap_or_else(|| match &kind {
             ProviderKind::Credentials(_) => "Credentials".into(),
+            ProviderKind::Oidc(_) => id.clone(),
         });
         out.push(ProviderConfig { id, name, kind });
     }
@@ -670,4 +728,183 @@ fn parse_path_pattern(p: &str) -> Option<PathPattern> {
         None if p.contains('*') => None,
         None => Some(PathPattern::Exact(p.to_string())),
     }
+}
+
+/// Keys that belong to one provider type only.
+const CREDENTIALS_ONLY: &[&str] = &["users_file", "users"];
+
+/// An `oidc` provider's settings.
+fn oidc_provider(
+    c: &mut Collector<'_>,
+    p: &RawProvider,
+    key: &dyn Fn(&str) -> String,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Option<OidcConfig> {
+    let before = c.problems.len();
+    for k in CREDENTIALS_ONLY {
+        let set = match *k {
+            "users_file" => p.users_file.is_some(),
+            _ => p.users.is_some(),
+        };
+        if set {
+            c.bad(
+                &key(k),
+                format!("`{k}` is for credentials providers"),
+                "remove it from this oidc provider",
+            );
+        }
+    }
+    let issuer = p.issuer.clone().unwrap_or_default();
+    match Url::parse(&issuer) {
+        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && u.host_str().is_some_and(is_loopback_host)) => {}
+        Ok(_) => c.bad(&key("issuer"), format!("{issuer:?} is not https"), "use the https issuer URL (http only for 127.0.0.1/localhost tests)"),
+        Err(_) => c.bad(&key("issuer"), format!("{issuer:?} is not an issuer URL"), "write the issuer exactly as the provider's discovery document says, like https://accounts.example.com"),
+    }
+    let client_id = p.client_id.clone().unwrap_or_default();
+    if client_id.is_empty() {
+        c.bad(
+            &key("client_id"),
+            "an oidc provider needs a client_id",
+            "copy it from the client registered at the identity provider",
+        );
+    }
+    let secret = match (&p.client_secret, &p.client_secret_file) {
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(f)) => match secret::read_secret_file(&resolve(f)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                c.bad(
+                    &key("client_secret_file"),
+                    e,
+                    "point it at a readable file holding the client secret",
+                );
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            c.bad(
+                &key("client_secret"),
+                "both client_secret and client_secret_file are set",
+                "keep one of them",
+            );
+            None
+        }
+        (None, None) => {
+            c.bad(
+                &key("client_secret"),
+                "an oidc provider needs a client secret",
+                "set client_secret, client_secret_file or PORTCULLIS_PROVIDERS__<n>__CLIENT_SECRET",
+            );
+            None
+        }
+    };
+    let scopes = p
+        .scopes
+        .clone()
+        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        c.bad(
+            &key("scopes"),
+            "the scopes do not include openid",
+            "add openid to the scopes",
+        );
+    }
+    let response_mode = match p.response_mode.as_deref().unwrap_or("query") {
+        "query" => ResponseMode::Query,
+        "form_post" => ResponseMode::FormPost,
+        other => {
+            c.bad(
+                &key("response_mode"),
+                format!("unknown response mode {other:?}"),
+                "use query (default) or form_post",
+            );
+            ResponseMode::Query
+        }
+    };
+    for k in p.authorization_params.keys() {
+        const RESERVED: &[&str] = &[
+            "response_type",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "response_mode",
+        ];
+        if RESERVED.contains(&k.as_str()) {
+            c.bad(
+                &key(&format!("authorization_params.{k}")),
+                format!("{k} is set by Portcullis itself"),
+                "remove it; use scopes or response_mode for those",
+            );
+        }
+    }
+    for (i, a) in p.algorithms.iter().enumerate() {
+        if !crate::providers::oidc::jwks::SUPPORTED.contains(&a.as_str()) {
+            c.bad(
+                &key(&format!("algorithms[{i}]")),
+                format!("{a:?} is not an accepted ID token algorithm"),
+                "use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA",
+            );
+        }
+    }
+    let d = ClaimMap::default();
+    let m = &p.claims;
+    let claims = ClaimMap {
+        id: m.id.clone().unwrap_or(d.id),
+        name: m.name.clone().unwrap_or(d.name),
+        email: m.email.clone().unwrap_or(d.email),
+        image: m.image.clone().unwrap_or(d.image),
+        preferred_username: m.preferred_username.clone().unwrap_or(d.preferred_username),
+        groups: m.groups.clone().unwrap_or(d.groups),
+    };
+    let timeout = c.duration(
+        &key("timeout"),
+        p.timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let ca_file = p.ca_file.as_deref().map(resolve);
+    if let Some(ca) = &ca_file
+        && let Err(e) = std::fs::metadata(ca)
+    {
+        c.bad(
+            &key("ca_file"),
+            format!("cannot read {}: {e}", ca.display()),
+            "point it at a PEM file of CA certificates",
+        );
+    }
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(OidcConfig {
+        issuer,
+        client_id,
+        client_secret: crate::crypto::Secret::new(secret.unwrap_or_default()),
+        scopes,
+        response_mode,
+        authorization_params: p
+            .authorization_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        claims,
+        algorithms: p.algorithms.clone(),
+        trusted_audiences: p.trusted_audiences.clone(),
+        insecure_accept_unverified_email: p.insecure_accept_unverified_email.unwrap_or(false),
+        store_tokens: p.store_tokens.unwrap_or(true),
+        timeout,
+        ca_file,
+    })
+}
+
+fn is_loopback_host(h: &str) -> bool {
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || (h.starts_with('[')
+            && h.trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()))
 }

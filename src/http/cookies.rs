@@ -118,6 +118,13 @@ pub fn get_chunked(headers: &HeaderMap, name: &str) -> (Option<String>, usize) {
     (whole.map(str::to_owned), 0)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    /// Only for cookies a cross-site POST must carry (`form_post`); needs `Secure`.
+    None,
+}
+
 /// Attributes of a `Set-Cookie` we write.
 pub struct SetCookie<'a> {
     pub name: &'a str,
@@ -128,11 +135,13 @@ pub struct SetCookie<'a> {
     pub domain: Option<&'a str>,
     pub http_only: bool,
     pub secure: bool,
+    pub path: &'a str,
+    pub same_site: SameSite,
 }
 
 impl SetCookie<'_> {
     pub fn render(&self) -> String {
-        let mut s = format!("{}={}; Path=/", self.name, self.value);
+        let mut s = format!("{}={}; Path={}", self.name, self.value, self.path);
         if let Some(d) = self.domain {
             s.push_str("; Domain=");
             s.push_str(d);
@@ -150,7 +159,10 @@ impl SetCookie<'_> {
         if self.secure {
             s.push_str("; Secure");
         }
-        s.push_str("; SameSite=Lax");
+        s.push_str(match self.same_site {
+            SameSite::Lax => "; SameSite=Lax",
+            SameSite::None => "; SameSite=None",
+        });
         s
     }
 }
@@ -165,6 +177,8 @@ pub fn clear(name: &str, domain: Option<&str>, secure: bool) -> String {
         domain,
         http_only: true,
         secure,
+        path: "/",
+        same_site: SameSite::Lax,
     }
     .render()
 }
@@ -247,11 +261,7 @@ mod tests {
 
     #[test]
     fn names_follow_auth_js_and_prefixes_apply_on_https() {
-        let mut cfg = CookieConfig {
-            name_prefix: "authjs".into(),
-            secure: false,
-            domains: vec![],
-        };
+        let mut cfg = CookieConfig::default();
         let n = CookieNames::new(&cfg);
         assert_eq!(n.session, "authjs.session-token");
         assert_eq!(n.csrf, "authjs.csrf-token");

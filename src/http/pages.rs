@@ -34,6 +34,8 @@ pub fn layout(title: &str, body: &str) -> String {
 pub enum SigninEntry<'a> {
     /// A login form posting to `action`.
     Credentials { action: &'a str, name: &'a str },
+    /// A button posting the CSRF token to `action` (OAuth/OIDC).
+    Button { action: &'a str, name: &'a str },
 }
 
 pub struct SigninPage<'a> {
@@ -57,6 +59,16 @@ pub fn signin(p: &SigninPage<'_>) -> String {
                 let _ = write!(
                     body,
                     "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrfToken\" value=\"{}\"><input type=\"hidden\" name=\"callbackUrl\" value=\"{}\"><label for=\"email\">E-mail</label><input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus><label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required><button type=\"submit\">Sign in with {}</button></form>",
+                    esc(action),
+                    esc(p.csrf_token),
+                    esc(p.callback_url),
+                    esc(name)
+                );
+            }
+            SigninEntry::Button { action, name } => {
+                let _ = write!(
+                    body,
+                    "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrfToken\" value=\"{}\"><input type=\"hidden\" name=\"callbackUrl\" value=\"{}\"><button type=\"submit\">Sign in with {}</button></form>",
                     esc(action),
                     esc(p.csrf_token),
                     esc(p.callback_url),

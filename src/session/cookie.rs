@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::crypto::jwe::JweKeys;
 use crate::crypto::{Secret, random_uuid};
-use crate::http::cookies::{self, CookieNames, SetCookie};
+use crate::http::cookies::{self, CookieNames, SameSite, SetCookie};
 
 /// Seals and opens session cookies.
 pub struct CookieStore {
@@ -104,6 +104,8 @@ impl CookieStore {
                 domain,
                 http_only: true,
                 secure: self.secure,
+                path: "/",
+                same_site: SameSite::Lax,
             }
             .render()
         };
@@ -133,11 +135,7 @@ mod tests {
     use std::time::Duration;
 
     fn store(clock: Clock) -> CookieStore {
-        let names = CookieNames::new(&CookieConfig {
-            name_prefix: "authjs".into(),
-            secure: false,
-            domains: vec![],
-        });
+        let names = CookieNames::new(&CookieConfig::default());
         let cfg = SessionConfig {
             strategy: crate::config::SessionStrategy::Jwt,
             max_age: Duration::from_secs(3600),

@@ -5,8 +5,12 @@
 
 mod support;
 
+mod browser;
 mod config_check;
+mod edge;
 mod forward_auth;
+mod idp_fixture;
+mod oidc_forged;
 mod proxy;
 mod redirects;
 mod sessions;

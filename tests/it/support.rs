@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod edge;
+pub mod fake_idp;
+pub mod idp;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -99,6 +101,8 @@ pub struct Conf {
     pub upstream_ca: Option<PathBuf>,
     pub secrets: Vec<String>,
     pub users: Vec<TestUser>,
+    /// More entries of `providers:`, as YAML list items.
+    pub providers: Vec<String>,
     pub extra: Vec<String>,
 }
 
@@ -110,6 +114,7 @@ impl Default for Conf {
             upstream_ca: None,
             secrets: vec![SECRET.into()],
             users: vec![ALICE, BOB],
+            providers: vec![],
             extra: vec![],
         }
     }
@@ -118,6 +123,10 @@ impl Default for Conf {
 impl Conf {
     pub fn upstream(mut self, url: &str) -> Self {
         self.upstream = Some(url.into());
+        self
+    }
+    pub fn provider(mut self, item: &str) -> Self {
+        self.providers.push(item.into());
         self
     }
     pub fn upstream_ca(mut self, ca: &Path) -> Self {
@@ -158,6 +167,12 @@ impl Conf {
             "providers:\n  - type: credentials\n    name: Test users\n    users_file: {}\n",
             users_file.display()
         );
+        for p in &self.providers {
+            y += p.replace("{port}", &port.to_string()).as_str();
+            if !p.ends_with('\n') {
+                y.push('\n');
+            }
+        }
         y += "log:\n  level: debug\n";
         for e in &self.extra {
             y += e.replace("{port}", &port.to_string()).as_str();
@@ -361,11 +376,17 @@ impl Upstream {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(s) = acceptor.accept(stream).await {
-                                let _ = http.serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+                                let _ = http
+                                    .serve_connection(TokioIo::new(s), svc)
+                                    .with_upgrades()
+                                    .await;
                             }
                         }
                         None => {
-                            let _ = http.serve_connection(TokioIo::new(stream), svc).with_upgrades().await;
+                            let _ = http
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades()
+                                .await;
                         }
                     }
                 });
@@ -392,7 +413,11 @@ impl Upstream {
     }
 }
 
-async fn handle_upstream(mut req: Request<Incoming>, peer: SocketAddr, rec: Arc<Mutex<Vec<Recorded>>>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle_upstream(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    rec: Arc<Mutex<Vec<Recorded>>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     if path == "/echo-upgrade" {
         let on = hyper::upgrade::on(&mut req);
@@ -722,12 +747,65 @@ pub fn open_redirect_corpus() -> Vec<String> {
 pub fn test_certs(dir: &TempDir) -> (PathBuf, PathBuf, PathBuf) {
     let d = dir.path();
     let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(d).output().expect("the openssl CLI (tests/run installs it)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("the openssl CLI (tests/run installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=portcullis-it-ca"]);
-    run(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=portcullis-it-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
     dir.write("san.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
     (d.join("ca.pem"), d.join("server.pem"), d.join("server.key"))
 }

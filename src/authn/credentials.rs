@@ -1,0 +1,85 @@
+//! Credentials sign-in: the form posts e-mail and password with the CSRF
+//! token; argon2 runs off the async threads, a bounded number at a time.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::form::Form;
+use super::{error_target, establish, go};
+use crate::http::forwarded::ClientInfo;
+use crate::http::{Body, Error, ErrorCode};
+use crate::providers::credentials::{Credentials, User};
+use crate::session::Claims;
+use crate::state::App;
+
+pub(super) async fn sign_in(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    provider: &str,
+    creds: &Credentials,
+) -> Result<Response<Body>, Error> {
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
+    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
+    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
+        tracing::info!(provider, client_ip = %client.client_ip, "sign-in refused: CSRF token missing or wrong");
+        return Ok(go(
+            &parts.headers,
+            &error_target(app, ErrorCode::MissingCsrf, &callback),
+        ));
+    }
+    let email = form
+        .get("email")
+        .or_else(|| form.get("username"))
+        .unwrap_or("")
+        .to_string();
+    let password = form.get("password").unwrap_or("").to_string();
+    let Some(user) = check_password(app, creds.clone(), email, password).await? else {
+        tracing::info!(provider, client_ip = %client.client_ip, "sign-in failed: CredentialsSignin");
+        return Ok(go(
+            &parts.headers,
+            &error_target(app, ErrorCode::CredentialsSignin, &callback),
+        ));
+    };
+    Ok(establish(
+        app,
+        &parts.headers,
+        client,
+        claims_for(&user, provider),
+        &callback,
+    ))
+}
+
+async fn check_password(
+    app: &App,
+    creds: Credentials,
+    email: String,
+    password: String,
+) -> Result<Option<User>, Error> {
+    if email.len() > 320 || password.len() > 1024 {
+        return Ok(None);
+    }
+    let _permit = app
+        .password_checks
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(move || creds.verify(&email, &password))
+        .await
+        .map_err(|e| Error::Internal(format!("password check task: {e}")))
+}
+
+fn claims_for(user: &User, provider: &str) -> Claims {
+    Claims {
+        name: user.name.clone(),
+        email: Some(user.email.clone()),
+        picture: user.image.clone(),
+        sub: Some(user.email.clone()),
+        groups: user.groups.clone(),
+        provider: Some(provider.to_string()),
+        ..Claims::default()
+    }
+}

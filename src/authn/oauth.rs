@@ -1,0 +1,236 @@
+//! OIDC sign-in: start (a flow cookie, then off to the provider) and
+//! callback (consume the flow, exchange the code, verify the ID token,
+//! merge userinfo, map claims, establish the session), and RP-initiated
+//! logout at sign-out.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use super::form::Form;
+use super::{error_target, establish, go};
+use crate::http::forwarded::ClientInfo;
+use crate::http::redirect::SafeRedirect;
+use crate::http::{self as web, Body, Error, ErrorCode};
+use crate::providers::oidc::{OidcError, OidcProvider, Profile, ResponseMode, TokenSet};
+use crate::session::Claims;
+use crate::state::App;
+
+fn provider<'a>(app: &'a App, id: &str) -> Result<&'a Arc<OidcProvider>, Error> {
+    app.oidc.get(id).ok_or(Error::NotFound)
+}
+
+fn redirect_uri(app: &App, id: &str) -> String {
+    app.public_auth_url(&format!("/callback/{id}"))
+}
+
+/// `POST {base}/signin/{id}`: CSRF-checked, then a 302 to the provider.
+pub(super) async fn start(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, Error> {
+    let p = provider(app, id)?;
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
+    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
+    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
+        tracing::info!(
+            provider = id,
+            "sign-in refused: CSRF token missing or wrong"
+        );
+        return Ok(go(
+            &parts.headers,
+            &error_target(app, ErrorCode::MissingCsrf, &callback),
+        ));
+    }
+    let form_post = p.cfg.response_mode == ResponseMode::FormPost;
+    let (flow, cookies) = app
+        .flows
+        .start(&parts.headers, id, callback.as_str(), form_post);
+    let Some(url) = p.authorize_url(
+        &redirect_uri(app, id),
+        &flow.state,
+        &flow.nonce,
+        &flow.verifier,
+    ) else {
+        return Err(Error::Unavailable(
+            "The identity provider is not reachable right now. Try again in a moment.",
+        ));
+    };
+    let mut r = go(&parts.headers, &SafeRedirect::to_identity_provider(&url));
+    web::set_cookies(&mut r, cookies);
+    Ok(r)
+}
+
+/// The parameters of a callback: the query, or a `form_post` body.
+async fn callback_params(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Form), Error> {
+    let (parts, body) = req.into_parts();
+    let form = if parts.method == Method::POST {
+        Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?
+    } else {
+        Form::parse(parts.uri.query().unwrap_or("").as_bytes())
+    };
+    Ok((parts, form))
+}
+
+/// `GET|POST {base}/callback/{id}`.
+pub(super) async fn callback(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    id: &str,
+) -> Result<Response<Body>, Error> {
+    let p = provider(app, id)?;
+    let (parts, params) = callback_params(app, req).await?;
+    let h = &parts.headers;
+    let home = app.redirects.home();
+    let (flow, clear) = app
+        .flows
+        .finish(h, params.get("state").unwrap_or(""), id)
+        .await;
+    let fail = |code: ErrorCode, callback: &SafeRedirect| {
+        let mut r = go(h, &error_target(app, code, callback));
+        web::set_cookies(&mut r, clear.clone());
+        r
+    };
+    let flow = match flow {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::info!(provider = id, client_ip = %client.client_ip, reason = %e, "sign-in callback refused: OAuthCallbackError");
+            return Ok(fail(ErrorCode::OAuthCallbackError, &home));
+        }
+    };
+    let callback = app.redirects.check_or_home(Some(&flow.callback));
+    if let Some(err) = params.get("error") {
+        let code = if err == "access_denied" {
+            ErrorCode::AccessDenied
+        } else {
+            ErrorCode::OAuthCallbackError
+        };
+        let desc: String = params
+            .get("error_description")
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        tracing::info!(provider = id, error = %err.chars().take(64).collect::<String>(), description = %desc, "the identity provider returned an error");
+        return Ok(fail(code, &callback));
+    }
+    let Some(code) = params
+        .get("code")
+        .filter(|c| !c.is_empty() && c.len() <= 2048)
+    else {
+        tracing::info!(
+            provider = id,
+            "sign-in callback without a code: OAuthCallbackError"
+        );
+        return Ok(fail(ErrorCode::OAuthCallbackError, &callback));
+    };
+    match complete(app, p, code, &flow.verifier, &flow.nonce, id).await {
+        Ok(claims) => {
+            let mut r = establish(app, h, client, claims, &callback);
+            web::set_cookies(&mut r, clear);
+            Ok(r)
+        }
+        Err(OidcError::Unavailable(why)) => {
+            tracing::warn!(provider = id, error = %why, "identity provider unavailable during sign-in");
+            Err(Error::UpstreamUnreachable(why))
+        }
+        Err(e) => {
+            let code = if matches!(e, OidcError::UnverifiedEmail) {
+                ErrorCode::AccessDenied
+            } else {
+                ErrorCode::OAuthCallbackError
+            };
+            tracing::info!(provider = id, reason = %e, code = code.as_str(), "sign-in refused");
+            Ok(fail(code, &callback))
+        }
+    }
+}
+
+/// Code → tokens → verified ID token → userinfo → session claims.
+async fn complete(
+    app: &App,
+    p: &OidcProvider,
+    code: &str,
+    verifier: &str,
+    nonce: &str,
+    id: &str,
+) -> Result<Claims, OidcError> {
+    let tokens = p.exchange(code, verifier, &redirect_uri(app, id)).await?;
+    let id_token = tokens
+        .id_token
+        .as_deref()
+        .ok_or_else(|| OidcError::Invalid("the token response has no id_token".into()))?;
+    let id_claims = p.verify_id_token(id_token, nonce).await?;
+    let sub = id_claims
+        .get("sub")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let userinfo = match tokens.access_token.as_deref() {
+        Some(at) => p.userinfo(at, &sub).await?,
+        None => serde_json::Map::new(),
+    };
+    let profile = p.profile(id_claims, userinfo)?;
+    Ok(claims_for(app, p, id, profile, tokens))
+}
+
+fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: TokenSet) -> Claims {
+    let attrs = app
+        .config
+        .headers
+        .claims
+        .iter()
+        .filter_map(|(_, path)| {
+            crate::providers::oidc::claim_at(&profile.claims, path)
+                .map(|v| (path.clone(), v.clone()))
+        })
+        .collect();
+    let keep = p.cfg.store_tokens;
+    Claims {
+        name: profile.name,
+        email: profile.email,
+        picture: profile.image,
+        sub: Some(profile.id),
+        groups: profile.groups,
+        provider: Some(id.to_string()),
+        preferred_username: profile.preferred_username,
+        attrs,
+        access_token: tokens.access_token.filter(|_| keep),
+        refresh_token: tokens.refresh_token.filter(|_| keep),
+        id_token: tokens.id_token.filter(|_| keep),
+        expires_at: tokens.expires_at.filter(|_| keep),
+        ..Claims::default()
+    }
+}
+
+/// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2): when
+/// the session came from a provider with an `end_session_endpoint`, sign
+/// out there too and come back to `after` (made absolute on the public
+/// origin; it must be registered at the provider).
+pub(super) fn end_session_url(
+    app: &App,
+    claims: &Claims,
+    after: &SafeRedirect,
+) -> Option<SafeRedirect> {
+    let p = app.oidc.get(claims.provider.as_deref()?)?;
+    let meta = p.metadata()?;
+    let mut url = url::Url::parse(meta.end_session_endpoint.as_deref()?).ok()?;
+    let back = app.config.public_url.join(after.as_str()).ok()?;
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(t) = &claims.id_token {
+            q.append_pair("id_token_hint", t);
+        }
+        q.append_pair("client_id", &p.cfg.client_id);
+        q.append_pair("post_logout_redirect_uri", back.as_str());
+    }
+    Some(SafeRedirect::to_identity_provider(&url))
+}

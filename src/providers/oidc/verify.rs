@@ -1,0 +1,155 @@
+//! ID token validation, step by step as OpenID Connect Core 1.0 §3.1.3.7
+//! lists it (numbers in comments are the spec's), with an injected time.
+
+use serde_json::{Map, Value};
+
+use super::jwks::{Jwks, SUPPORTED};
+use crate::crypto::{b64_decode, ct_eq};
+
+/// What a valid ID token must say.
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    /// Algorithms this provider may sign with (config or discovery).
+    pub algorithms: &'a [String],
+    /// Audiences besides ours that we accept in `aud` (§3.1.3.7 step 3).
+    pub trusted_audiences: &'a [String],
+    pub now: u64,
+    /// Allowed clock skew for `exp` and `iat`.
+    pub skew: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("the ID token is not a signed JWT")]
+    Malformed,
+    #[error("encrypted ID tokens are not supported")]
+    Encrypted,
+    #[error("algorithm {0:?} is not allowed")]
+    Algorithm(String),
+    #[error("no signing key with kid {0:?}")]
+    UnknownKey(String),
+    #[error("bad signature: {0}")]
+    Signature(String),
+    #[error("issuer {0:?} is not the provider's")]
+    Issuer(String),
+    #[error("audience does not name this client, or names untrusted ones")]
+    Audience,
+    #[error("azp {0:?} is not this client")]
+    AuthorizedParty(String),
+    #[error("the ID token expired")]
+    Expired,
+    #[error("the ID token was issued in the future or has no iat")]
+    IssuedAt,
+    #[error("nonce mismatch (replay or a token for another sign-in)")]
+    Nonce,
+    #[error("the ID token has no subject")]
+    Subject,
+}
+
+#[derive(serde::Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+/// Checks `token` against `jwks` and `e`; returns its claims.
+pub fn verify(token: &str, jwks: &Jwks, e: &Expect<'_>) -> Result<Map<String, Value>, VerifyError> {
+    let parts: Vec<&str> = token.split('.').collect();
+    // Step 1: an encrypted ID token (JWE, five parts) was not asked for.
+    if parts.len() == 5 {
+        return Err(VerifyError::Encrypted);
+    }
+    let [h, p, s] = parts[..] else {
+        return Err(VerifyError::Malformed);
+    };
+    let header: Header = b64_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(VerifyError::Malformed)?;
+    // Step 7 (and 6): the alg is one we allow and can check; never `none`
+    // or a MAC keyed with something an attacker may know.
+    if header.crit.is_some()
+        || !SUPPORTED.contains(&header.alg.as_str())
+        || !e.algorithms.iter().any(|a| a == &header.alg)
+    {
+        return Err(VerifyError::Algorithm(header.alg));
+    }
+    // Step 6: the signature, with the key the header names.
+    if let Some(kid) = &header.kid
+        && !jwks.has_kid(kid)
+    {
+        return Err(VerifyError::UnknownKey(kid.clone()));
+    }
+    let sig = b64_decode(s).ok_or(VerifyError::Malformed)?;
+    let signing_input = &token[..h.len() + 1 + p.len()];
+    jwks.verify(
+        &header.alg,
+        header.kid.as_deref(),
+        signing_input.as_bytes(),
+        &sig,
+    )
+    .map_err(VerifyError::Signature)?;
+    let claims: Map<String, Value> = b64_decode(p)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(VerifyError::Malformed)?;
+
+    // Step 2: the issuer, exactly.
+    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+    if iss != e.issuer {
+        return Err(VerifyError::Issuer(iss.into()));
+    }
+    // Step 3: we are an audience, and every other audience is trusted.
+    let auds: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if !auds.contains(&e.client_id)
+        || auds
+            .iter()
+            .any(|a| *a != e.client_id && !e.trusted_audiences.iter().any(|t| t == a))
+    {
+        return Err(VerifyError::Audience);
+    }
+    // Steps 4 and 5: with several audiences azp must be present, and azp,
+    // when present, must be us.
+    let azp = claims.get("azp").and_then(Value::as_str);
+    match azp {
+        Some(a) if a != e.client_id => return Err(VerifyError::AuthorizedParty(a.into())),
+        None if auds.len() > 1 => return Err(VerifyError::AuthorizedParty(String::new())),
+        _ => {}
+    }
+    // Step 9: not expired (with skew).
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .ok_or(VerifyError::Expired)?;
+    if e.now >= exp.saturating_add(e.skew) {
+        return Err(VerifyError::Expired);
+    }
+    // Step 10: issued, and not in the future.
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .ok_or(VerifyError::IssuedAt)?;
+    if iat > e.now + e.skew {
+        return Err(VerifyError::IssuedAt);
+    }
+    // Step 11: the nonce we sent for this very sign-in.
+    let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
+    if !ct_eq(nonce.as_bytes(), e.nonce.as_bytes()) || e.nonce.is_empty() {
+        return Err(VerifyError::Nonce);
+    }
+    if claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(VerifyError::Subject);
+    }
+    Ok(claims)
+}

@@ -1,0 +1,484 @@
+//! End to end through the real edge proxies, each running the `deploy/`
+//! snippet users copy: nginx with `auth_request`, Caddy with
+//! `forward_auth`. Portcullis runs forward-auth only (no upstream of its
+//! own) with its public URL on the edge's origin; the browser talks only to
+//! the edge; the recording upstream says what the app really received.
+
+use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::edge::{Caddy, Nginx, deploy_file, fill};
+use crate::support::*;
+
+/// Identity headers a client tries to slip to the app: every name
+/// Portcullis sends, odd cases and a duplicate, and names other setups
+/// trust.
+const FORGED: [(&str, &str); 14] = [
+    ("X-Auth-Request-User", "ceo"),
+    ("X-Auth-Request-Email", "ceo@example.com"),
+    ("x-AUTH-request-EMAIL", "cfo@example.com"),
+    ("X-Auth-Request-Preferred-Username", "ceo"),
+    ("X-Auth-Request-Groups", "admins,board"),
+    ("X-Auth-Request-Name", "The CEO"),
+    ("X-Forwarded-User", "ceo"),
+    ("X-Forwarded-Email", "ceo@example.com"),
+    ("X_Auth_Request_Email", "ceo@example.com"),
+    ("X-Auth-Request-Access-Token", "forged"),
+    ("X-Forwarded-Groups", "admins"),
+    ("X-Forwarded-Preferred-Username", "ceo"),
+    ("Remote-User", "ceo"),
+    ("Remote-Email", "ceo@example.com"),
+];
+
+/// Every header name of [`FORGED`], as the upstream would see it.
+fn forged_names() -> Vec<String> {
+    FORGED.iter().map(|(k, _)| k.to_ascii_lowercase()).collect()
+}
+
+enum Edge {
+    Nginx(Nginx),
+    Caddy(Caddy),
+}
+
+/// An edge proxy in front of the recording app, Portcullis behind it.
+struct Site {
+    edge: Edge,
+    pc: Portcullis,
+    app: Upstream,
+}
+
+impl Site {
+    /// nginx running `deploy/nginx/portcullis.conf`; `extra` goes into
+    /// Portcullis's config.
+    async fn nginx(extra: &str) -> Site {
+        let (port, pc, app) = Self::backends(extra).await;
+        let conf = fill(
+            &deploy_file("nginx/portcullis.conf"),
+            &[
+                ("PORTCULLIS", &format!("127.0.0.1:{}", pc.port)),
+                ("UPSTREAM", &app.addr.to_string()),
+            ],
+        );
+        let edge = Edge::Nginx(Nginx::start_on(port, &conf).await);
+        Site { edge, pc, app }
+    }
+
+    /// Caddy running `deploy/caddy/Caddyfile`.
+    async fn caddy(extra: &str) -> Site {
+        let (port, pc, app) = Self::backends(extra).await;
+        let conf = fill(
+            &deploy_file("caddy/Caddyfile"),
+            &[
+                ("PORTCULLIS", &format!("127.0.0.1:{}", pc.port)),
+                ("UPSTREAM", &app.addr.to_string()),
+            ],
+        );
+        let edge = Edge::Caddy(Caddy::start_on(port, &conf).await);
+        Site { edge, pc, app }
+    }
+
+    /// The edge's port, Portcullis with its public URL there, the app.
+    async fn backends(extra: &str) -> (u16, Portcullis, Upstream) {
+        let app = Upstream::start().await;
+        let port = free_port();
+        let mut conf = Conf::default().public_url(&format!("http://127.0.0.1:{port}"));
+        if !extra.is_empty() {
+            conf = conf.extra(extra);
+        }
+        (port, Portcullis::start(conf).await, app)
+    }
+
+    fn port(&self) -> u16 {
+        match &self.edge {
+            Edge::Nginx(n) => n.port,
+            Edge::Caddy(c) => c.port,
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    /// Both sides' logs, for failure messages.
+    fn logs(&self) -> String {
+        let edge = match &self.edge {
+            Edge::Nginx(n) => n.logs(),
+            Edge::Caddy(c) => c.logs(),
+        };
+        format!("{edge}\n--- portcullis ---\n{}", self.pc.logs())
+    }
+
+    /// A browser, signed in as `user` the way a person would: the app
+    /// sends it to the sign-in page, it posts the form, it comes back.
+    /// Everything through the edge.
+    async fn signed_in(&self, user: &TestUser) -> Browser {
+        let mut b = Browser::new();
+        let r = b.get(&self.url("/app?x=1")).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{}", self.logs());
+        let back = self.url("/app?x=1");
+        let enc: String = url::form_urlencoded::byte_serialize(back.as_bytes()).collect();
+        assert_eq!(
+            r.location(),
+            format!("{}/auth/signin?callbackUrl={enc}", self.origin()),
+            "to the sign-in page on the edge's origin, coming back to the app"
+        );
+        let page = b.get(r.location()).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(page.hidden("callbackUrl").as_deref(), Some(back.as_str()));
+        let csrf = page.hidden("csrfToken").expect("csrfToken");
+        let r = b
+            .post_form(
+                &self.url("/auth/callback/credentials"),
+                &[
+                    ("csrfToken", &csrf),
+                    ("callbackUrl", &back),
+                    ("email", user.0),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+        assert_eq!(r.location(), back);
+        assert!(b.has_session(), "session cookie set through the edge");
+        b
+    }
+
+    /// The app received exactly `user`'s identity, once per header, and
+    /// nothing a client forged.
+    fn assert_app_saw(&self, user: &TestUser) {
+        let got = self.app.last();
+        let one = |name: &str, want: &str| {
+            assert_eq!(got.header(name), Some(want), "{name}: {:?}", got.headers);
+            assert_eq!(got.header_count(name), 1, "{name}: {:?}", got.headers);
+        };
+        one("x-auth-request-user", user.0);
+        one("x-auth-request-email", user.0);
+        one("x-auth-request-groups", &user.2.join(","));
+        one("x-auth-request-name", user.1);
+        one("x-forwarded-user", user.0);
+        one("x-forwarded-email", user.0);
+        assert_nothing_forged(&got, &SET);
+    }
+}
+
+/// The identity headers Portcullis sets for a signed-in user.
+const SET: [&str; 6] = [
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-auth-request-name",
+    "x-forwarded-user",
+    "x-forwarded-email",
+];
+
+/// No forged header reached the app, nor a placeholder's literal text;
+/// of the identity names only those in `set` are present (the caller
+/// checks their values).
+fn assert_nothing_forged(got: &Recorded, set: &[&str]) {
+    for n in forged_names() {
+        if !set.contains(&n.as_str()) {
+            assert!(
+                got.header(&n).is_none(),
+                "{n} reached the app: {:?}",
+                got.headers
+            );
+        }
+    }
+    for (k, v) in &got.headers {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        assert!(
+            !["ceo", "cfo", "board", "forged", "{"]
+                .iter()
+                .any(|m| v.contains(m)),
+            "{k}: {v} reached the app"
+        );
+    }
+}
+
+/// The session cookie pair (`name=value`) a browser holds.
+fn session_pair(b: &Browser) -> String {
+    let (k, v) = b
+        .jar
+        .iter()
+        .find(|(k, _)| k.contains("session-token"))
+        .expect("a session cookie");
+    format!("{k}={v}")
+}
+
+/// What the app receives in `Cookie` for what the browser sends: ours
+/// gone, the app's own kept in order (`None`: no Cookie header at all).
+fn cookie_cases(session: &str) -> Vec<(String, Option<&'static str>)> {
+    vec![
+        (session.to_string(), None),
+        (format!("{session}; theme=dark"), Some("theme=dark")),
+        (format!("theme=dark; {session}"), Some("theme=dark")),
+        (
+            format!("a=1; authjs.csrf-token=c|h; {session}; b=2"),
+            Some("a=1; b=2"),
+        ),
+        (
+            format!("{session}; __Host-authjs.csrf-token=x; authjs.flow.abc=y; lang=fr"),
+            Some("lang=fr"),
+        ),
+        (
+            format!("myauthjs.session-token=keep; {session}; xauthjs.x=keep"),
+            Some("myauthjs.session-token=keep; xauthjs.x=keep"),
+        ),
+    ]
+}
+
+async fn assert_cookies_stripped(site: &Site, b: &mut Browser) {
+    let session = session_pair(b);
+    for (sent, want) in cookie_cases(&session) {
+        let r = b.get_with(&site.url("/app"), &[("cookie", &sent)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{sent}: {}", r.body);
+        let got = site.app.last();
+        let cookie = got.header("cookie").filter(|c| !c.is_empty());
+        assert_eq!(cookie, want, "sent {sent}");
+    }
+}
+
+/// A client's identity headers never reach the app: not on a public
+/// path without a session, and not beside a real identity.
+async fn assert_forged_headers_never_reach_the_app(site: &Site, b: &mut Browser) {
+    let r = Browser::new()
+        .get_with(&site.url("/public/page"), &FORGED)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "public path: {}", r.body);
+    assert_nothing_forged(&site.app.last(), &[]);
+
+    let before = site.app.count();
+    let r = Browser::new().get_with(&site.url("/app"), &FORGED).await;
+    assert_eq!(r.status, StatusCode::FOUND, "forged headers are no session");
+    assert_eq!(site.app.count(), before, "the app was not asked");
+
+    let r = b.get_with(&site.url("/app?x=1"), &FORGED).await;
+    assert_eq!(r.status, StatusCode::OK);
+    site.assert_app_saw(&ALICE);
+}
+
+/// An API client without a session: 401, no redirect, the app not asked.
+async fn assert_api_clients_get_401(site: &Site) {
+    let before = site.app.count();
+    for method in [Method::GET, Method::POST] {
+        let r = Browser::api()
+            .request(method.clone(), &site.url("/api/items"), &[], None)
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method}: {}", r.body);
+        assert!(r.header("location").is_none(), "{method}: no redirect");
+    }
+    assert_eq!(site.app.count(), before);
+}
+
+/// Bob is not in `admins`: he cannot sign in at all, so his cookie comes
+/// from an instance without the rule (same secret, same public URL).
+async fn assert_denied_users_get_403(site: &Site) {
+    let open = Portcullis::start(Conf::default().public_url(&site.origin())).await;
+    let mut bob = Browser::new();
+    bob.sign_in(&open.url(""), BOB.0, PASSWORD, "/").await;
+    assert!(bob.has_session());
+    let before = site.app.count();
+    let r = bob.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.header("location").is_none());
+    assert_eq!(site.app.count(), before, "the app was not asked");
+}
+
+/// A WebSocket-style upgrade reaches the app for a signed-in browser and
+/// bytes flow both ways.
+async fn assert_upgrades_pass(site: &Site, b: &Browser) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", site.port()))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /echo-upgrade HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: Upgrade\r\n\
+         Upgrade: echo\r\nAccept: text/html\r\nCookie: {}\r\n\r\n",
+        site.port(),
+        b.cookie_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        assert_eq!(n, 1, "closed before the head ended: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+    assert_eq!(
+        site.app.last().header("x-auth-request-email"),
+        Some(ALICE.0)
+    );
+}
+
+const PUBLIC: &str = "access:\n  public_paths: [/public/*]\n";
+
+// ---- nginx (deploy/nginx/portcullis.conf) --------------------------------
+
+#[tokio::test]
+async fn nginx_sends_browsers_to_sign_in_and_the_app_gets_the_identity() {
+    let site = Site::nginx(PUBLIC).await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_eq!(
+        site.app.count(),
+        0,
+        "nothing reached the app before sign-in"
+    );
+    let r = b.get(&site.url("/app?x=1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
+    assert_eq!(r.body, "upstream ok 0");
+    let got = site.app.last();
+    assert_eq!(got.uri, "/app?x=1");
+    assert_eq!(
+        got.header("host"),
+        Some(format!("127.0.0.1:{}", site.port()).as_str())
+    );
+    site.assert_app_saw(&ALICE);
+    assert_eq!(got.header("cookie"), None, "Portcullis's cookies stay out");
+}
+
+#[tokio::test]
+async fn nginx_never_lets_a_client_forge_identity_headers() {
+    let site = Site::nginx(PUBLIC).await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_forged_headers_never_reach_the_app(&site, &mut b).await;
+}
+
+#[tokio::test]
+async fn nginx_strips_portcullis_cookies_and_keeps_the_apps() {
+    let site = Site::nginx("").await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_cookies_stripped(&site, &mut b).await;
+}
+
+#[tokio::test]
+async fn nginx_answers_api_clients_without_a_session_with_401() {
+    let site = Site::nginx("").await;
+    assert_api_clients_get_401(&site).await;
+}
+
+#[tokio::test]
+async fn nginx_answers_users_denied_by_allowed_groups_with_403() {
+    let site = Site::nginx("access:\n  allowed_groups: [admins]\n").await;
+    assert_denied_users_get_403(&site).await;
+    let mut alice = site.signed_in(&ALICE).await;
+    let r = alice.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK, "admins pass");
+}
+
+#[tokio::test]
+async fn nginx_passes_a_refreshed_session_cookie_to_the_browser() {
+    let site = Site::nginx("session:\n  update_age: 1s\n").await;
+    let mut b = site.signed_in(&ALICE).await;
+    let before = session_pair(&b);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = b.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sc = r
+        .set_cookie("authjs.session-token")
+        .expect("the check's Set-Cookie reaches the browser");
+    assert!(sc.contains("HttpOnly") && sc.contains("Path=/"), "{sc}");
+    assert_ne!(session_pair(&b), before, "the browser holds the new cookie");
+    let r = b.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK, "and it works");
+}
+
+#[tokio::test]
+async fn nginx_passes_upgrades_for_signed_in_users() {
+    let site = Site::nginx("").await;
+    let b = site.signed_in(&ALICE).await;
+    assert_upgrades_pass(&site, &b).await;
+}
+
+// ---- Caddy (deploy/caddy/Caddyfile) --------------------------------------
+
+#[tokio::test]
+async fn caddy_sends_browsers_to_sign_in_and_the_app_gets_the_identity() {
+    let site = Site::caddy(PUBLIC).await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_eq!(
+        site.app.count(),
+        0,
+        "nothing reached the app before sign-in"
+    );
+    let r = b.get(&site.url("/app?x=1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
+    assert_eq!(r.body, "upstream ok 0");
+    let got = site.app.last();
+    assert_eq!(got.uri, "/app?x=1");
+    assert_eq!(
+        got.header("host"),
+        Some(format!("127.0.0.1:{}", site.port()).as_str())
+    );
+    site.assert_app_saw(&ALICE);
+    assert_eq!(got.header("cookie"), None, "Portcullis's cookies stay out");
+}
+
+#[tokio::test]
+async fn caddy_never_lets_a_client_forge_identity_headers() {
+    let site = Site::caddy(PUBLIC).await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_forged_headers_never_reach_the_app(&site, &mut b).await;
+}
+
+#[tokio::test]
+async fn caddy_strips_portcullis_cookies_and_keeps_the_apps() {
+    let site = Site::caddy("").await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_cookies_stripped(&site, &mut b).await;
+}
+
+#[tokio::test]
+async fn caddy_answers_api_clients_without_a_session_with_401() {
+    let site = Site::caddy("").await;
+    assert_api_clients_get_401(&site).await;
+}
+
+#[tokio::test]
+async fn caddy_answers_users_denied_by_allowed_groups_with_403() {
+    let site = Site::caddy("access:\n  allowed_groups: [admins]\n").await;
+    assert_denied_users_get_403(&site).await;
+    let mut alice = site.signed_in(&ALICE).await;
+    let r = alice.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK, "admins pass");
+}
+
+/// Caddy drops the Set-Cookie of a 2xx check (the Caddyfile says so); a
+/// session still slides when the browser loads a Portcullis page.
+#[tokio::test]
+async fn caddy_drops_the_checks_set_cookie_and_sessions_slide_on_portcullis_pages() {
+    let site = Site::caddy("session:\n  update_age: 1s\n").await;
+    let mut b = site.signed_in(&ALICE).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = b.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.set_cookie("authjs.session-token").is_none(),
+        "Caddy now passes the check's Set-Cookie on: update deploy/caddy/Caddyfile's note"
+    );
+    let r = b.get(&site.url("/auth/session")).await;
+    assert_eq!(r.json()["user"]["email"], ALICE.0);
+    assert!(r.set_cookie("authjs.session-token").is_some());
+}
+
+#[tokio::test]
+async fn caddy_passes_upgrades_for_signed_in_users() {
+    let site = Site::caddy("").await;
+    let b = site.signed_in(&ALICE).await;
+    assert_upgrades_pass(&site, &b).await;
+}

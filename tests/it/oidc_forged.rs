@@ -1,0 +1,316 @@
+//! OIDC sign-in against a fake provider, for what a certified one will
+//! not do: forged ID tokens, replayed nonces and states, a provider that
+//! is down or slow. (The real `oidc-provider` flows are in `oidc`.)
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use serde_json::json;
+
+use crate::support::fake_idp::{FakeIdp, Scenario};
+use crate::support::*;
+
+async fn setup(extra: &str) -> (FakeIdp, Portcullis) {
+    let idp = FakeIdp::start().await;
+    let pc = Portcullis::start(Conf::default().provider(&idp.provider_yaml(extra))).await;
+    wait_ready(&pc).await;
+    (idp, pc)
+}
+
+/// `/readyz` turns 200 once discovery loaded (bounded wait).
+async fn wait_ready(pc: &Portcullis) {
+    let mut b = Browser::api();
+    for _ in 0..100 {
+        if b.get(&pc.url("/readyz")).await.status == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never ready:\n{}", pc.logs());
+}
+
+/// Starts a sign-in: returns the provider's authorization URL.
+async fn start(pc: &Portcullis, b: &mut Browser, callback: &str) -> String {
+    let page = b
+        .get(&pc.url(&format!("/auth/signin?callbackUrl={callback}")))
+        .await;
+    assert!(page.body.contains("Sign in with Fake IdP"), "{}", page.body);
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &pc.url("/auth/signin/fake"),
+            &[("csrfToken", &token), ("callbackUrl", callback)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    r.location().to_string()
+}
+
+/// The provider's answer: the callback URL with code and state.
+async fn authorize(b: &mut Browser, url: &str) -> String {
+    let r = b.get(url).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    r.location().to_string()
+}
+
+async fn sign_in(pc: &Portcullis, b: &mut Browser) -> Resp {
+    let auth = start(pc, b, "/home").await;
+    let cb = authorize(b, &auth).await;
+    b.get(&cb).await
+}
+
+#[tokio::test]
+async fn a_good_token_signs_in_with_pkce_state_and_nonce() {
+    let (idp, pc) = setup("").await;
+    let mut b = Browser::new();
+    let auth = start(&pc, &mut b, "/home").await;
+    let u = url::Url::parse(&auth).unwrap();
+    let q: std::collections::HashMap<_, _> = u.query_pairs().into_owned().collect();
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["redirect_uri"], pc.url("/auth/callback/fake"));
+    assert!(q["state"].len() >= 43 && q["nonce"].len() >= 43 && q["code_challenge"].len() == 43);
+    let cb = authorize(&mut b, &auth).await;
+    let r = b.get(&cb).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::FOUND, "/home"),
+        "{}",
+        pc.logs()
+    );
+    assert!(b.has_session());
+    let s = b.get(&pc.url("/auth/session")).await;
+    assert_eq!(s.json()["user"]["email"], "fay@example.com");
+    assert_eq!(idp.token_calls(), 1);
+}
+
+#[tokio::test]
+async fn forged_id_tokens_are_refused() {
+    let (idp, pc) = setup("").await;
+    let cases = [
+        ("wrong key", Scenario::WrongKey),
+        ("wrong aud", Scenario::Claim("aud", json!("someone-else"))),
+        (
+            "extra untrusted aud",
+            Scenario::Claim("aud", json!(["portcullis", "evil-client"])),
+        ),
+        ("wrong azp", Scenario::Claim("azp", json!("evil-client"))),
+        (
+            "wrong iss",
+            Scenario::Claim("iss", json!("http://evil.example")),
+        ),
+        ("expired", Scenario::Claim("exp", json!(1_000_000_000))),
+        (
+            "issued in the future",
+            Scenario::Claim("iat", json!(4_000_000_000u64)),
+        ),
+        ("no nonce", Scenario::RemoveClaim("nonce")),
+        (
+            "other nonce",
+            Scenario::Claim("nonce", json!("not-the-flows-nonce")),
+        ),
+        ("no sub", Scenario::RemoveClaim("sub")),
+        ("alg none", Scenario::AlgNone),
+        (
+            "HS256 keyed with the client secret",
+            Scenario::Hs256WithClientSecret,
+        ),
+    ];
+    for (what, scenario) in cases {
+        idp.set(scenario);
+        let mut b = Browser::new();
+        let r = sign_in(&pc, &mut b).await;
+        assert_eq!(
+            r.location(),
+            "/auth/error?error=OAuthCallbackError",
+            "{what}: {} {}",
+            r.status,
+            r.body
+        );
+        assert!(!b.has_session(), "{what} produced a session");
+    }
+    assert!(
+        pc.logs().contains("invalid ID token"),
+        "the reason is logged"
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_nonce_is_refused() {
+    let (idp, pc) = setup("").await;
+    let mut first = Browser::new();
+    assert_eq!(sign_in(&pc, &mut first).await.location(), "/home");
+    let old = idp.issued().pop().unwrap();
+    idp.set(Scenario::Fixed(old));
+    let mut second = Browser::new();
+    let r = sign_in(&pc, &mut second).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!second.has_session());
+}
+
+#[tokio::test]
+async fn state_mismatch_replay_expiry_and_foreign_browsers_fail_cleanly() {
+    let (_idp, pc) = setup("").await;
+
+    // A callback whose state matches no flow of this browser.
+    let mut b = Browser::new();
+    let auth = start(&pc, &mut b, "/x").await;
+    let cb = authorize(&mut b, &auth).await;
+    let mut u = url::Url::parse(&cb).unwrap();
+    let code = u
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let state = u
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = format!("{}{}", &state[..16], "A".repeat(state.len() - 16));
+    u.set_query(Some(&format!("code={code}&state={forged}")));
+    let r = b.get(u.as_str()).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!b.has_session());
+
+    // The same callback in another browser (no flow cookie).
+    let mut other = Browser::new();
+    let r = other.get(&cb).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!other.has_session());
+    let page = other.get(&pc.url(r.location())).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+
+    // A used state replayed with a copy of the flow cookie.
+    let mut c = Browser::new();
+    let auth = start(&pc, &mut c, "/y").await;
+    let cb = authorize(&mut c, &auth).await;
+    let saved = c.jar.clone();
+    assert_eq!(c.get(&cb).await.location(), "/y");
+    let mut replay = Browser::new();
+    replay.jar = saved
+        .into_iter()
+        .filter(|(k, _)| k.contains(".flow.") || k.contains("csrf"))
+        .collect();
+    let r = replay.get(&cb).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!replay.has_session());
+}
+
+#[tokio::test]
+async fn an_expired_flow_fails() {
+    let idp = FakeIdp::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .provider(&idp.provider_yaml(""))
+            .extra("cookies:\n  flow_max_age: 1s\n"),
+    )
+    .await;
+    wait_ready(&pc).await;
+    let mut b = Browser::new();
+    let auth = start(&pc, &mut b, "/z").await;
+    let cb = authorize(&mut b, &auth).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = b.get(&cb).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!b.has_session());
+    assert!(pc.logs().contains("expired"));
+}
+
+#[tokio::test]
+async fn unverified_emails_are_refused_unless_allowed() {
+    let (idp, pc) = setup("").await;
+    idp.set_user(
+        json!({"sub": "u9", "email": "mallory@example.com", "email_verified": false, "name": "M"}),
+    );
+    let mut b = Browser::new();
+    assert_eq!(
+        sign_in(&pc, &mut b).await.location(),
+        "/auth/error?error=AccessDenied"
+    );
+    assert!(!b.has_session());
+
+    let (idp2, lax) = setup("    insecure_accept_unverified_email: true\n").await;
+    idp2.set_user(json!({"sub": "u9", "email": "mallory@example.com", "email_verified": false}));
+    let mut b = Browser::new();
+    assert_eq!(sign_in(&lax, &mut b).await.location(), "/home");
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_fetched_on_its_unknown_kid() {
+    let (idp, pc) = setup("").await;
+    idp.set(Scenario::RotatedKey);
+    let mut b = Browser::new();
+    let r = sign_in(&pc, &mut b).await;
+    assert_eq!(r.location(), "/home", "{}", pc.logs());
+}
+
+#[tokio::test]
+async fn a_slow_identity_provider_gives_a_clear_502_within_the_timeout() {
+    let (idp, pc) = setup("").await;
+    idp.set(Scenario::SlowToken(Duration::from_secs(8)));
+    let mut b = Browser::new();
+    let auth = start(&pc, &mut b, "/home").await;
+    let cb = authorize(&mut b, &auth).await;
+    let t = Instant::now();
+    let r = b.get(&cb).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(!b.has_session());
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_makes_readyz_fail_and_sign_in_503() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let item = format!(
+        "  - type: oidc\n    id: fake\n    name: Down IdP\n    issuer: {dead}\n    client_id: c\n    client_secret: s\n    timeout: 1s\n"
+    );
+    let pc = Portcullis::start(Conf::default().provider(&item)).await;
+    let mut b = Browser::new();
+    assert_eq!(
+        b.get(&pc.url("/readyz")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let page = b.get(&pc.url("/auth/signin")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &pc.url("/auth/signin/fake"),
+            &[("csrfToken", &token), ("callbackUrl", "/")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.body.contains("identity provider"));
+    assert!(!b.has_session());
+    // The credentials provider still works beside it.
+    let r = b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    assert_eq!(r.location(), "/");
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_at_the_provider_too() {
+    let (_idp, pc) = setup("").await;
+    let mut b = Browser::new();
+    sign_in(&pc, &mut b).await;
+    let page = b.get(&pc.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &pc.url("/auth/signout"),
+            &[("csrfToken", &token), ("callbackUrl", "/bye")],
+        )
+        .await;
+    let to = url::Url::parse(r.location()).unwrap();
+    assert_eq!(to.path(), "/logout");
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["post_logout_redirect_uri"], pc.url("/bye"));
+    assert_eq!(q["client_id"], "portcullis");
+    assert!(q["id_token_hint"].split('.').count() == 3);
+    assert!(!b.has_session());
+}

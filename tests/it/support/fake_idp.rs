@@ -1,0 +1,332 @@
+//! An in-process fake OpenID provider for the tokens a certified one will
+//! not produce: wrong keys, wrong audiences, `alg: none`, replayed nonces,
+//! slow or broken endpoints. Every answer is shaped by a [`Scenario`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+pub const CLIENT_ID: &str = "portcullis";
+pub const CLIENT_SECRET: &str = "fake-idp-client-secret-0123456789abcdef";
+
+/// How the next ID token is made (claims are edited after the good ones are set).
+#[derive(Clone)]
+pub enum Scenario {
+    Good,
+    /// Signed by a key not in the JWKS, under a kid that is.
+    WrongKey,
+    Claim(&'static str, Value),
+    RemoveClaim(&'static str),
+    AlgNone,
+    /// HS256 keyed with the client secret (algorithm confusion).
+    Hs256WithClientSecret,
+    /// Hand out this exact token (e.g. one from an earlier sign-in).
+    Fixed(String),
+    /// Sign with a new key under a new kid, published in the JWKS.
+    RotatedKey,
+    /// The token endpoint answers this late.
+    SlowToken(Duration),
+}
+
+struct Key {
+    kid: String,
+    pair: EcdsaKeyPair,
+}
+
+impl Key {
+    fn new(kid: &str) -> Self {
+        Key {
+            kid: kid.into(),
+            pair: EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap(),
+        }
+    }
+    fn jwk(&self) -> Value {
+        let p = self.pair.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "kid": self.kid, "use": "sig", "alg": "ES256", "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..65])})
+    }
+    fn sign(&self, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), input.as_bytes())
+            .unwrap();
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+}
+
+/// What the authorization endpoint was asked for one flow.
+#[derive(Clone, Debug)]
+struct Pending {
+    nonce: String,
+    challenge: String,
+}
+
+pub struct State {
+    pub issuer: String,
+    keys: Vec<Key>,
+    pub scenario: Scenario,
+    pending: HashMap<String, Pending>,
+    /// Every ID token handed out, in order.
+    pub issued: Vec<String>,
+    pub user: Value,
+    pub token_calls: usize,
+}
+
+pub struct FakeIdp {
+    pub addr: SocketAddr,
+    pub issuer: String,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl FakeIdp {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let state = Arc::new(Mutex::new(State {
+            issuer: issuer.clone(),
+            keys: vec![Key::new("k1")],
+            scenario: Scenario::Good,
+            pending: HashMap::new(),
+            issued: Vec::new(),
+            user: json!({"sub": "user-1", "email": "fay@example.com", "email_verified": true, "name": "Fay Kidd", "groups": ["staff"]}),
+            token_calls: 0,
+        }));
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(req, st.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeIdp {
+            addr,
+            issuer,
+            state,
+        }
+    }
+
+    pub fn set(&self, s: Scenario) {
+        self.state.lock().unwrap().scenario = s;
+    }
+
+    pub fn set_user(&self, user: Value) {
+        self.state.lock().unwrap().user = user;
+    }
+
+    pub fn issued(&self) -> Vec<String> {
+        self.state.lock().unwrap().issued.clone()
+    }
+
+    pub fn token_calls(&self) -> usize {
+        self.state.lock().unwrap().token_calls
+    }
+
+    /// A provider block for the Portcullis config.
+    pub fn provider_yaml(&self, extra: &str) -> String {
+        format!(
+            "  - type: oidc\n    id: fake\n    name: Fake IdP\n    issuer: {}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    timeout: 2s\n    scopes: [openid, email, profile]\n{extra}",
+            self.issuer
+        )
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    st: Arc<Mutex<State>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let issuer = st.lock().unwrap().issuer.clone();
+    let r = match path.as_str() {
+        "/.well-known/openid-configuration" => reply(
+            StatusCode::OK,
+            json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/authorize"),
+                "token_endpoint": format!("{issuer}/token"),
+                "userinfo_endpoint": format!("{issuer}/userinfo"),
+                "jwks_uri": format!("{issuer}/jwks"),
+                "end_session_endpoint": format!("{issuer}/logout"),
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            }),
+        ),
+        "/jwks" => {
+            let s = st.lock().unwrap();
+            reply(
+                StatusCode::OK,
+                json!({"keys": s.keys.iter().map(Key::jwk).collect::<Vec<_>>()}),
+            )
+        }
+        "/authorize" => {
+            let state = query.get("state").cloned().unwrap_or_default();
+            let code = format!("code-{}", B64.encode(Sha256::digest(state.as_bytes())));
+            st.lock().unwrap().pending.insert(
+                code.clone(),
+                Pending {
+                    nonce: query.get("nonce").cloned().unwrap_or_default(),
+                    challenge: query.get("code_challenge").cloned().unwrap_or_default(),
+                },
+            );
+            let to = format!(
+                "{}?code={code}&state={}",
+                query.get("redirect_uri").cloned().unwrap_or_default(),
+                url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
+            );
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::FOUND;
+            r.headers_mut().insert("location", to.parse().unwrap());
+            r
+        }
+        "/token" => {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let form: HashMap<String, String> =
+                url::form_urlencoded::parse(&body).into_owned().collect();
+            token(&st, &form, &auth).await
+        }
+        "/userinfo" => {
+            let user = st.lock().unwrap().user.clone();
+            reply(StatusCode::OK, user)
+        }
+        _ => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+    };
+    Ok(r)
+}
+
+async fn token(
+    st: &Arc<Mutex<State>>,
+    form: &HashMap<String, String>,
+    auth: &str,
+) -> Response<Full<Bytes>> {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if auth != expected {
+        return reply(StatusCode::UNAUTHORIZED, json!({"error": "invalid_client"}));
+    }
+    let scenario = {
+        let mut s = st.lock().unwrap();
+        s.token_calls += 1;
+        s.scenario.clone()
+    };
+    if let Scenario::SlowToken(d) = &scenario {
+        tokio::time::sleep(*d).await;
+    }
+    let mut s = st.lock().unwrap();
+    let Some(p) = s
+        .pending
+        .remove(form.get("code").map(String::as_str).unwrap_or(""))
+    else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_grant"}));
+    };
+    // PKCE (RFC 7636 §4.6): the verifier must hash to the challenge.
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    if B64.encode(Sha256::digest(verifier.as_bytes())) != p.challenge {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_grant", "error_description": "PKCE"}),
+        );
+    }
+    let mut claims = s.user.clone();
+    let t = now();
+    claims["iss"] = json!(s.issuer);
+    claims["aud"] = json!(CLIENT_ID);
+    claims["iat"] = json!(t);
+    claims["exp"] = json!(t + 300);
+    claims["nonce"] = json!(p.nonce);
+    let header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+    let id_token = match scenario {
+        Scenario::Good | Scenario::SlowToken(_) => s.keys[0].sign(&header, &claims),
+        Scenario::WrongKey => Key::new("k1").sign(&header, &claims),
+        Scenario::Claim(k, v) => {
+            claims[k] = v;
+            s.keys[0].sign(&header, &claims)
+        }
+        Scenario::RemoveClaim(k) => {
+            claims.as_object_mut().unwrap().remove(k);
+            s.keys[0].sign(&header, &claims)
+        }
+        Scenario::AlgNone => format!(
+            "{}.{}.",
+            B64.encode(json!({"alg": "none"}).to_string()),
+            B64.encode(claims.to_string())
+        ),
+        Scenario::Hs256WithClientSecret => {
+            use hmac::{KeyInit, Mac};
+            let input = format!(
+                "{}.{}",
+                B64.encode(json!({"alg": "HS256", "kid": "k1"}).to_string()),
+                B64.encode(claims.to_string())
+            );
+            let mut mac =
+                <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(CLIENT_SECRET.as_bytes()).unwrap();
+            mac.update(input.as_bytes());
+            format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
+        }
+        Scenario::Fixed(tok) => tok,
+        Scenario::RotatedKey => {
+            let k = Key::new("k2");
+            let tok = k.sign(&json!({"alg": "ES256", "kid": "k2"}), &claims);
+            s.keys.push(k);
+            tok
+        }
+    };
+    s.issued.push(id_token.clone());
+    reply(
+        StatusCode::OK,
+        json!({"access_token": format!("at-{}", s.issued.len()), "token_type": "Bearer", "expires_in": 300, "id_token": id_token}),
+    )
+}
