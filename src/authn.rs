@@ -115,9 +115,9 @@ pub(crate) fn error_target(app: &App, code: ErrorCode, callback: &SafeRedirect) 
 
 fn signin_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     let q = req.uri().query();
-    let callback = app
-        .redirects
-        .check_or_home(query_param(q, "callbackUrl").as_deref());
+    // `rd` is oauth2-proxy's name for the same thing.
+    let target = query_param(q, "callbackUrl").or_else(|| query_param(q, "rd"));
+    let callback = app.redirects.check_or_home(target.as_deref());
     let error = query_param(q, "error").map(|e| ErrorCode::parse(&e).message());
     let (token, cookie) = app.csrf.token(req.headers());
     let base = &app.config.base_path;

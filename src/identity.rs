@@ -26,8 +26,16 @@ fn value(s: &str) -> Option<HeaderValue> {
 impl IdentityHeaders {
     pub fn new(cfg: &HeaderConfig) -> Self {
         let mut strip: Vec<HeaderName> = cfg.identity_names().cloned().collect();
-        // Headers other deployments trust for identity: never from a client.
+        // The default names (even when renamed) and headers other
+        // deployments trust for identity: never from a client.
         for extra in [
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-preferred-username",
+            "x-auth-request-groups",
+            "x-auth-request-name",
+            "x-forwarded-user",
+            "x-forwarded-email",
             "x-auth-request-access-token",
             "x-auth-request-token",
             "x-auth-request-jwt",
@@ -50,10 +58,26 @@ impl IdentityHeaders {
         }
     }
 
-    /// Removes every identity header, whatever its case or count.
+    /// Removes every identity header, whatever its case or count, and
+    /// its underscore spellings (`X_Auth_Request_User`), which servers
+    /// that fold `_` into `-` (CGI, some frameworks) would read as ours.
     pub fn strip(&self, headers: &mut HeaderMap) {
         for n in &self.strip {
             headers.remove(n);
+        }
+        if headers.keys().any(|k| k.as_str().contains('_')) {
+            let spoofs: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .filter(|k| {
+                    let folded = k.as_str().replace('_', "-");
+                    self.strip.iter().any(|n| n.as_str() == folded) || folded == "authorization"
+                })
+                .cloned()
+                .collect();
+            for n in spoofs {
+                headers.remove(n);
+            }
         }
     }
 
@@ -69,11 +93,7 @@ impl IdentityHeaders {
             headers.insert(c.email.clone(), v.clone());
             headers.insert(c.forwarded_email.clone(), v);
         }
-        let preferred = claims
-            .extra
-            .get("preferred_username")
-            .and_then(|v| v.as_str());
-        if let Some(v) = preferred.and_then(value) {
+        if let Some(v) = claims.preferred_username.as_deref().and_then(value) {
             headers.insert(c.preferred_username.clone(), v);
         }
         if let Some(v) = claims.name.as_deref().and_then(value) {

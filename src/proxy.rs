@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use http::header::{CONNECTION, COOKIE, HOST, UPGRADE};
+use http::header::{CONNECTION, COOKIE, HOST, SET_COOKIE, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -87,6 +87,12 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: &ClientInfo,
     ) -> Response<Body> {
+        // Dot segments (`/public/../admin`, `/%2e%2e/`) would let a public
+        // prefix vouch for another path once the app normalises it.
+        if has_dot_segment(req.uri().path()) {
+            return Error::BadRequest("The request path has dot segments.")
+                .respond(wants_html(req.headers()), &app.config.base_path);
+        }
         let loaded = app.sessions.load(req.headers());
         let target = Target {
             host: client.hostname(),
@@ -134,7 +140,7 @@ impl Proxy {
         if !app.config.headers.pass_cookies {
             strip_our_cookies(headers, &app.names);
         }
-        let mut resp = match self.forward(req, client).await {
+        let mut resp = match self.forward(req, client, &app.names).await {
             Ok(r) => r,
             Err(e) => return e.respond(html, &app.config.base_path),
         };
@@ -148,6 +154,7 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         client: &ClientInfo,
+        names: &cookies::CookieNames,
     ) -> Result<Response<Body>, Error> {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -189,6 +196,7 @@ impl Proxy {
             return Ok(Response::from_parts(parts, web::empty()));
         }
         remove_hop_by_hop(resp.headers_mut());
+        strip_our_set_cookies(resp.headers_mut(), names);
         Ok(resp.map(|b| b.map_err(|e| Box::new(e) as web::BoxError).boxed_unsync()))
     }
 
@@ -274,6 +282,39 @@ fn set_forwarded(h: &mut HeaderMap, client: &ClientInfo) {
         None => h.remove(X_FORWARDED_HOST),
     };
     h.remove("forwarded");
+}
+
+/// A path segment that is `.` or `..`, also percent-encoded.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    })
+}
+
+/// The upstream may not set (or clear) Portcullis's cookies.
+fn strip_our_set_cookies(h: &mut HeaderMap, names: &cookies::CookieNames) {
+    if !h.contains_key(SET_COOKIE) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split('=').next())
+                .map(str::trim)
+                .unwrap_or("");
+            !names.is_ours(name)
+        })
+        .cloned()
+        .collect();
+    h.remove(SET_COOKIE);
+    for v in kept {
+        h.append(SET_COOKIE, v);
+    }
 }
 
 /// Removes Portcullis's cookies from the `Cookie` header(s), keeping the rest.

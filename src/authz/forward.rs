@@ -29,7 +29,9 @@ struct Checked {
 fn check(app: &App, req: &Request<Incoming>, client: &ClientInfo) -> Checked {
     let original = client.original_url(req.headers());
     let method = client.original_method(req.headers()).unwrap_or("GET");
-    let path = original.as_ref().map(|u| u.path()).unwrap_or("/");
+    // Without a (trusted) original URL the target is unknown: "" matches
+    // no public path, so the request needs a session (fail closed).
+    let path = original.as_ref().map(|u| u.path()).unwrap_or("");
     let loaded = app.sessions.load(req.headers());
     // The sign-in surface itself is always reachable: no redirect loop
     // when an edge proxy protects Portcullis's own paths too.

@@ -9,8 +9,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
+    #[serde(deserialize_with = "opt_text")]
     pub listen: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub public_url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub base_path: Option<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub secrets: Vec<String>,
@@ -32,27 +35,37 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawUpstream {
+    #[serde(deserialize_with = "opt_text")]
     pub url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub ca_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub connect_timeout: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSession {
+    #[serde(deserialize_with = "opt_text")]
     pub strategy: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub max_age: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub update_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCookies {
+    #[serde(deserialize_with = "opt_text")]
     pub name_prefix: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub secure: Option<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub domains: Vec<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub flow_max_age: Option<String>,
     #[serde(deserialize_with = "opt_u64")]
     pub max_flows: Option<u64>,
@@ -82,19 +95,28 @@ pub struct RawAccess {
 #[serde(deny_unknown_fields, default)]
 pub struct RawProvider {
     #[serde(rename = "type")]
+    #[serde(deserialize_with = "opt_text")]
     pub kind: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub id: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub users_file: Option<String>,
     /// Users inline, in the users-file shape (the demo uses this).
     pub users: Option<serde_json::Value>,
     // oidc
+    #[serde(deserialize_with = "opt_text")]
     pub issuer: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub client_id: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub client_secret: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub client_secret_file: Option<String>,
     #[serde(deserialize_with = "opt_one_or_many")]
     pub scopes: Option<Vec<String>>,
+    #[serde(deserialize_with = "opt_text")]
     pub response_mode: Option<String>,
     pub authorization_params: std::collections::BTreeMap<String, String>,
     pub claims: RawClaimMap,
@@ -106,7 +128,9 @@ pub struct RawProvider {
     pub insecure_accept_unverified_email: Option<bool>,
     #[serde(deserialize_with = "opt_bool")]
     pub store_tokens: Option<bool>,
+    #[serde(deserialize_with = "opt_text")]
     pub ca_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub timeout: Option<String>,
 }
 
@@ -114,28 +138,43 @@ pub struct RawProvider {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawClaimMap {
+    #[serde(deserialize_with = "opt_text")]
     pub id: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub email: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub image: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub preferred_username: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub groups: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawHeaders {
+    #[serde(deserialize_with = "opt_text")]
     pub user: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub email: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub preferred_username: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub groups: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub forwarded_user: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub forwarded_email: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub signin_url: Option<String>,
     #[serde(deserialize_with = "opt_bool")]
     pub pass_cookies: Option<bool>,
     /// `none`, `authorization` (Bearer) or `header` (X-Auth-Request-Access-Token).
+    #[serde(deserialize_with = "opt_text")]
     pub access_token: Option<String>,
     /// Extra headers from claims: header name → claim path.
     pub claims: std::collections::BTreeMap<String, String>,
@@ -148,14 +187,18 @@ pub struct RawLimits {
     pub max_header_bytes: Option<u64>,
     #[serde(deserialize_with = "opt_u64")]
     pub max_form_bytes: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
     pub header_read_timeout: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
+    #[serde(deserialize_with = "opt_text")]
     pub format: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub level: Option<String>,
 }
 
@@ -186,6 +229,27 @@ enum Scalar<T> {
     Text(String),
 }
 
+/// Text, also from a YAML number or boolean (`max_age: 3600`,
+/// `secure: true`): the validator reads units and words from it.
+fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    Ok(Option::<Text>::deserialize(d)?.map(|t| match t {
+        Text::S(s) => s,
+        Text::U(n) => n.to_string(),
+        Text::I(n) => n.to_string(),
+        Text::F(n) => n.to_string(),
+        Text::B(b) => b.to_string(),
+    }))
+}
+
 /// A boolean, also from the strings `true`/`false` (environment values).
 fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     match Scalar::<bool>::deserialize(d)? {
@@ -212,37 +276,85 @@ fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
+/// The shape of a config: every key, from the serde types themselves.
+/// An empty object stands for a map of free keys (`authorization_params`);
+/// `providers` holds one item, the shape of every provider.
+pub fn schema() -> serde_json::Value {
+    let mut raw = serde_json::to_value(RawConfig::default()).unwrap_or_default();
+    raw["upstream"] = serde_json::to_value(RawUpstream::default()).unwrap_or_default();
+    raw["providers"] =
+        serde_json::json!([serde_json::to_value(RawProvider::default()).unwrap_or_default()]);
+    raw
+}
+
+/// Every key of `value` that `schema` does not have, as key paths
+/// (`upstream.urll`, `providers[1].issuerr`), all at once.
+pub fn unknown_keys(
+    value: &serde_json::Value,
+    schema: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (value, schema) {
+        (Value::Object(v), Value::Object(s)) if !s.is_empty() => {
+            for (k, child) in v {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match s.get(k) {
+                    Some(sub) => unknown_keys(child, sub, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(items), Value::Array(shape)) if shape.len() == 1 => {
+            for (i, item) in items.iter().enumerate() {
+                unknown_keys(item, &shape[0], &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every key path a config can hold, from the serde shapes themselves.
     fn keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
-        if let serde_json::Value::Object(m) = v {
-            for (k, child) in m {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                out.push(path.clone());
-                keys(child, &path, out);
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, child) in m {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.push(path.clone());
+                    keys(child, &path, out);
+                }
             }
+            serde_json::Value::Array(a) if a.len() == 1 => keys(&a[0], &format!("{prefix}[]"), out),
+            _ => {}
         }
+    }
+
+    #[test]
+    fn unknown_keys_are_found_at_every_depth() {
+        let v = serde_json::json!({"listen": "x", "sesion": {}, "upstream": {"urll": 1}, "providers": [{"type": "oidc"}, {"issuerr": "x"}], "headers": {"claims": {"X-Any": "c"}}});
+        let mut out = Vec::new();
+        unknown_keys(&v, &schema(), "", &mut out);
+        assert_eq!(out, vec!["providers[1].issuerr", "sesion", "upstream.urll"]);
     }
 
     #[test]
     fn every_key_is_documented_in_docs_configuration_md() {
         let docs = include_str!("../../docs/configuration.md");
         let mut all = Vec::new();
-        let mut raw = serde_json::to_value(RawConfig::default()).unwrap();
-        raw["upstream"] = serde_json::to_value(RawUpstream::default()).unwrap();
-        keys(&raw, "", &mut all);
-        keys(
-            &serde_json::to_value(RawProvider::default()).unwrap(),
-            "providers[]",
-            &mut all,
-        );
+        keys(&schema(), "", &mut all);
         let missing: Vec<&String> = all
             .iter()
             .filter(|k| !docs.contains(&format!("`{k}`")))

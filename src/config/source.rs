@@ -43,6 +43,13 @@ impl EnvSource for [(&str, &str)] {
 
 /// Variables that configure the CLI, not the config tree.
 const NOT_CONFIG: &[&str] = &["PORTCULLIS_CONFIG", "PORTCULLIS_LOG"];
+
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_4180_TCP`
+/// and friends for a Service named `portcullis`: not ours, never errors.
+fn is_service_link(name: &str) -> bool {
+    let rest = &name[ENV_PREFIX.len()..];
+    rest.starts_with("SERVICE_") || rest == "PORT" || rest.starts_with("PORT_")
+}
 pub const ENV_PREFIX: &str = "PORTCULLIS_";
 
 /// Where one key's value came from.
@@ -253,7 +260,11 @@ impl Document {
         let mut vars: Vec<(String, String)> = env
             .vars()
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_CONFIG.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                k.starts_with(ENV_PREFIX)
+                    && !NOT_CONFIG.contains(&k.as_str())
+                    && !is_service_link(k)
+            })
             .collect();
         vars.sort();
         for (name, raw) in vars {
@@ -278,6 +289,15 @@ impl Document {
             };
             let path = set_path(&mut self.value, &segments, value)
                 .map_err(|why| SourceError(format!("environment variable {name}: {why}")))?;
+            // Parents the variable created point at it too (a misspelt
+            // section is reported at its own path).
+            let mut cut = path.len();
+            while let Some(i) = path[..cut].rfind(['.', '[']) {
+                cut = i;
+                self.origins
+                    .entry(path[..cut].to_string())
+                    .or_insert_with(|| Origin::Env(name.clone()));
+            }
             self.origins.insert(path, Origin::Env(name));
         }
         Ok(())

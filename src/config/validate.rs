@@ -111,6 +111,21 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Turns the merged tree into a [`Config`]; `base_dir` resolves relative
 /// file paths (the config file's folder).
 pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut unknown = Vec::new();
+    super::raw::unknown_keys(&doc.value, &super::raw::schema(), "", &mut unknown);
+    if !unknown.is_empty() {
+        return Err(ConfigError {
+            problems: unknown
+                .into_iter()
+                .map(|key| Problem {
+                    origin: doc.origin(&key).cloned(),
+                    message: format!("unknown key `{}`", key.rsplit(['.', ']']).next().unwrap_or(&key)),
+                    fix: "remove the key or correct its spelling (docs/configuration.md lists every key)".into(),
+                    key,
+                })
+                .collect(),
+        });
+    }
     let raw: RawConfig = match serde_path_to_error::deserialize(&doc.value) {
         Ok(r) => r,
         Err(e) => {
@@ -315,10 +330,11 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         raw.session.max_age.as_deref(),
         Duration::from_secs(30 * 86_400),
     );
+    // Auth.js's default is a day; a shorter max_age caps it.
     let update_age = c.duration(
         "session.update_age",
         raw.session.update_age.as_deref(),
-        Duration::from_secs(86_400),
+        Duration::from_secs(86_400).min(max_age),
     );
     if max_age < Duration::from_secs(60) {
         c.bad(

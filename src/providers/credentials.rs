@@ -12,7 +12,7 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use serde::Deserialize;
 
 /// A user who can sign in with a password.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct User {
     /// Lower-cased, trimmed.
     pub email: String,
@@ -39,6 +39,17 @@ struct RawUser {
     #[serde(default)]
     groups: Vec<String>,
     password_hash: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .field("groups", &self.groups)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The users of one credentials provider.
@@ -122,9 +133,18 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 impl Credentials {
     pub fn new(users: Vec<User>) -> Self {
-        // A hash of a random password with the default cost, checked for
-        // unknown users so that they take as long as known ones.
-        let dummy = hash_password(&crate::crypto::random_token(16)).unwrap_or_default();
+        // A hash of a random password, checked for unknown users so that
+        // they take as long as known ones: with the cost the users' own
+        // hashes use (the first user's), else the default.
+        let params = users
+            .first()
+            .and_then(|u| PasswordHash::new(&u.password_hash).ok())
+            .and_then(|h| argon2::Params::try_from(&h).ok())
+            .unwrap_or_default();
+        let dummy = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password(crate::crypto::random_token(16).as_bytes())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
         Credentials {
             users: Arc::new(users.into_iter().map(|u| (u.email.clone(), u)).collect()),
             dummy_hash: dummy.into(),

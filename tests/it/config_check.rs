@@ -44,7 +44,7 @@ fn each_mistake_names_key_line_and_fix() {
     let cases: &[(&str, &str, &[&str])] = &[
         (
             &GOOD.replace("upstream:", "upstreams:"),
-            "unknown field `upstreams`",
+            "unknown key `upstreams`",
             &["upstreams", "line 4", "fix:"],
         ),
         (
@@ -181,4 +181,51 @@ fn hash_password_and_gen_secret_work() {
     let out = Command::new(bin()).arg("gen-secret").output().unwrap();
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.trim().len() >= 43);
+}
+
+#[test]
+fn every_unknown_key_is_reported_at_once_with_its_line() {
+    let yaml = format!("{GOOD}sesion:\n  max_age: 1d\nproviders_extra: 1\n").replace(
+        "    users_file: users.yaml\n",
+        "    users_file: users.yaml\n    usres: x\n",
+    );
+    let (code, _, err) = check(&yaml, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("3 problems"), "{err}");
+    for (k, line) in [
+        ("providers[0].usres", "line 9"),
+        ("sesion", "line 10"),
+        ("providers_extra", "line 12"),
+    ] {
+        let row = err
+            .lines()
+            .find(|l| l.starts_with(&format!("- {k} ")))
+            .unwrap_or_else(|| panic!("{k} missing: {err}"));
+        assert!(row.contains(line), "{row}");
+    }
+}
+
+#[test]
+fn plain_yaml_numbers_and_booleans_are_accepted() {
+    let yaml = format!("{GOOD}session:\n  max_age: 3600\ncookies:\n  secure: true\n");
+    let (code, out, err) = check(&yaml, &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["session"]["max_age"], "3600s");
+    assert_eq!(
+        v["session"]["update_age"], "3600s",
+        "update_age defaults to min(24h, max_age)"
+    );
+}
+
+#[test]
+fn kubernetes_service_link_variables_are_not_config() {
+    let env = [
+        ("PORTCULLIS_PORT", "tcp://10.0.0.7:4180"),
+        ("PORTCULLIS_PORT_4180_TCP_ADDR", "10.0.0.7"),
+        ("PORTCULLIS_SERVICE_HOST", "10.0.0.7"),
+        ("PORTCULLIS_SERVICE_PORT_HTTP", "4180"),
+    ];
+    let (code, _, err) = check(GOOD, &env);
+    assert_eq!(code, 0, "{err}");
 }

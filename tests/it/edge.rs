@@ -4,6 +4,9 @@
 //! own) with its public URL on the edge's origin; the browser talks only to
 //! the edge; the recording upstream says what the app really received.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,6 +38,12 @@ fn forged_names() -> Vec<String> {
     FORGED.iter().map(|(k, _)| k.to_ascii_lowercase()).collect()
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Nginx,
+    Caddy,
+}
+
 enum Edge {
     Nginx(Nginx),
     Caddy(Caddy),
@@ -48,44 +57,37 @@ struct Site {
 }
 
 impl Site {
-    /// nginx running `deploy/nginx/portcullis.conf`; `extra` goes into
-    /// Portcullis's config.
-    async fn nginx(extra: &str) -> Site {
-        let (port, pc, app) = Self::backends(extra).await;
-        let conf = fill(
-            &deploy_file("nginx/portcullis.conf"),
-            &[
-                ("PORTCULLIS", &format!("127.0.0.1:{}", pc.port)),
-                ("UPSTREAM", &app.addr.to_string()),
-            ],
-        );
-        let edge = Edge::Nginx(Nginx::start_on(port, &conf).await);
-        Site { edge, pc, app }
+    /// The edge running its `deploy/` snippet; `extra` goes into
+    /// Portcullis's config; the users are Alice and Bob.
+    async fn start(kind: Kind, extra: &str) -> Site {
+        Self::start_with(kind, extra, vec![ALICE, BOB]).await
     }
 
-    /// Caddy running `deploy/caddy/Caddyfile`.
-    async fn caddy(extra: &str) -> Site {
-        let (port, pc, app) = Self::backends(extra).await;
-        let conf = fill(
-            &deploy_file("caddy/Caddyfile"),
-            &[
-                ("PORTCULLIS", &format!("127.0.0.1:{}", pc.port)),
-                ("UPSTREAM", &app.addr.to_string()),
-            ],
-        );
-        let edge = Edge::Caddy(Caddy::start_on(port, &conf).await);
-        Site { edge, pc, app }
-    }
-
-    /// The edge's port, Portcullis with its public URL there, the app.
-    async fn backends(extra: &str) -> (u16, Portcullis, Upstream) {
+    async fn start_with(kind: Kind, extra: &str, users: Vec<TestUser>) -> Site {
         let app = Upstream::start().await;
         let port = free_port();
         let mut conf = Conf::default().public_url(&format!("http://127.0.0.1:{port}"));
+        conf.users = users;
         if !extra.is_empty() {
             conf = conf.extra(extra);
         }
-        (port, Portcullis::start(conf).await, app)
+        let pc = Portcullis::start(conf).await;
+        let vars = [
+            ("PORTCULLIS", format!("127.0.0.1:{}", pc.port)),
+            ("UPSTREAM", app.addr.to_string()),
+        ];
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let edge = match kind {
+            Kind::Nginx => {
+                let conf = fill(&deploy_file("nginx/portcullis.conf"), &vars);
+                Edge::Nginx(Nginx::start_on(port, &conf).await)
+            }
+            Kind::Caddy => {
+                let conf = fill(&deploy_file("caddy/Caddyfile"), &vars);
+                Edge::Caddy(Caddy::start_on(port, &conf).await)
+            }
+        };
+        Site { edge, pc, app }
     }
 
     fn port(&self) -> u16 {
@@ -231,20 +233,36 @@ fn cookie_cases(session: &str) -> Vec<(String, Option<&'static str>)> {
     ]
 }
 
-async fn assert_cookies_stripped(site: &Site, b: &mut Browser) {
-    let session = session_pair(b);
-    for (sent, want) in cookie_cases(&session) {
-        let r = b.get_with(&site.url("/app"), &[("cookie", &sent)]).await;
-        assert_eq!(r.status, StatusCode::OK, "{sent}: {}", r.body);
-        let got = site.app.last();
-        let cookie = got.header("cookie").filter(|c| !c.is_empty());
-        assert_eq!(cookie, want, "sent {sent}");
-    }
+// ---- The flows, the same through every edge -------------------------------
+
+const PUBLIC: &str = "access:\n  public_paths: [/public/*]\n";
+
+/// Sign-in through the edge, then the app gets the identity, and neither
+/// Portcullis's cookies nor anything before sign-in.
+async fn browsers_sign_in_and_the_app_gets_the_identity(kind: Kind) {
+    let site = Site::start(kind, PUBLIC).await;
+    let mut b = site.signed_in(&ALICE).await;
+    assert_eq!(
+        site.app.count(),
+        0,
+        "nothing reached the app before sign-in"
+    );
+    let r = b.get(&site.url("/app?x=1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
+    assert_eq!(r.body, "upstream ok 0");
+    let got = site.app.last();
+    assert_eq!(got.uri, "/app?x=1");
+    let host = format!("127.0.0.1:{}", site.port());
+    assert_eq!(got.header("host"), Some(host.as_str()));
+    site.assert_app_saw(&ALICE);
+    assert_eq!(got.header("cookie"), None, "Portcullis's cookies stay out");
 }
 
 /// A client's identity headers never reach the app: not on a public
-/// path without a session, and not beside a real identity.
-async fn assert_forged_headers_never_reach_the_app(site: &Site, b: &mut Browser) {
+/// path without a session, not as a session, not beside a real identity.
+async fn forged_identity_headers_never_reach_the_app(kind: Kind) {
+    let site = Site::start(kind, PUBLIC).await;
+    let mut b = site.signed_in(&ALICE).await;
     let r = Browser::new()
         .get_with(&site.url("/public/page"), &FORGED)
         .await;
@@ -261,9 +279,23 @@ async fn assert_forged_headers_never_reach_the_app(site: &Site, b: &mut Browser)
     site.assert_app_saw(&ALICE);
 }
 
+/// Portcullis's cookies are cut out of `Cookie` wherever they sit; the
+/// app's own stay, in order.
+async fn portcullis_cookies_are_stripped_and_the_apps_kept(kind: Kind) {
+    let site = Site::start(kind, "").await;
+    let mut b = site.signed_in(&ALICE).await;
+    let session = session_pair(&b);
+    for (sent, want) in cookie_cases(&session) {
+        let r = b.get_with(&site.url("/app"), &[("cookie", &sent)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{sent}: {}", r.body);
+        let got = site.app.last();
+        assert_eq!(got.header("cookie"), want, "sent {sent}");
+    }
+}
+
 /// An API client without a session: 401, no redirect, the app not asked.
-async fn assert_api_clients_get_401(site: &Site) {
-    let before = site.app.count();
+async fn api_clients_without_a_session_get_401(kind: Kind) {
+    let site = Site::start(kind, "").await;
     for method in [Method::GET, Method::POST] {
         let r = Browser::api()
             .request(method.clone(), &site.url("/api/items"), &[], None)
@@ -271,26 +303,32 @@ async fn assert_api_clients_get_401(site: &Site) {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method}: {}", r.body);
         assert!(r.header("location").is_none(), "{method}: no redirect");
     }
-    assert_eq!(site.app.count(), before);
+    assert_eq!(site.app.count(), 0);
 }
 
 /// Bob is not in `admins`: he cannot sign in at all, so his cookie comes
 /// from an instance without the rule (same secret, same public URL).
-async fn assert_denied_users_get_403(site: &Site) {
+async fn users_denied_by_allowed_groups_get_403(kind: Kind) {
+    let site = Site::start(kind, "access:\n  allowed_groups: [admins]\n").await;
     let open = Portcullis::start(Conf::default().public_url(&site.origin())).await;
     let mut bob = Browser::new();
     bob.sign_in(&open.url(""), BOB.0, PASSWORD, "/").await;
     assert!(bob.has_session());
-    let before = site.app.count();
     let r = bob.get(&site.url("/app")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert!(r.header("location").is_none());
-    assert_eq!(site.app.count(), before, "the app was not asked");
+    assert_eq!(site.app.count(), 0, "the app was not asked");
+
+    let mut alice = site.signed_in(&ALICE).await;
+    let r = alice.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK, "admins pass");
 }
 
 /// A WebSocket-style upgrade reaches the app for a signed-in browser and
 /// bytes flow both ways.
-async fn assert_upgrades_pass(site: &Site, b: &Browser) {
+async fn upgrades_pass_for_signed_in_users(kind: Kind) {
+    let site = Site::start(kind, "").await;
+    let b = site.signed_in(&ALICE).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", site.port()))
         .await
         .unwrap();
@@ -304,7 +342,7 @@ async fn assert_upgrades_pass(site: &Site, b: &Browser) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut byte))
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
             .await
             .expect("response head in time")
             .unwrap();
@@ -315,7 +353,7 @@ async fn assert_upgrades_pass(site: &Site, b: &Browser) {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     s.write_all(b"ping").await.unwrap();
     let mut echo = [0u8; 4];
-    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut echo))
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
         .await
         .expect("echo in time")
         .unwrap();
@@ -326,67 +364,101 @@ async fn assert_upgrades_pass(site: &Site, b: &Browser) {
     );
 }
 
-const PUBLIC: &str = "access:\n  public_paths: [/public/*]\n";
+/// 250 groups: a session in two cookies (Auth.js chunking) and a long
+/// groups header.
+fn crowded() -> TestUser {
+    static GROUPS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let groups = GROUPS.get_or_init(|| {
+        (0..250)
+            .map(|i| &*Box::leak(format!("team-{i:03}-of-the-directory").into_boxed_str()))
+            .collect()
+    });
+    TestUser("crowded@example.com", "Crowded", groups.as_slice())
+}
+
+/// A chunked session works through the edge, and reaching its refresh age
+/// on the app never leaves the browser with mismatched chunks: the edge
+/// cannot pass several Set-Cookie lines of a check, so the session is
+/// refreshed on Portcullis's own pages.
+async fn chunked_sessions_work_and_survive_their_refresh(kind: Kind) {
+    let user = crowded();
+    let site = Site::start_with(kind, "session:\n  update_age: 1s\n", vec![crowded()]).await;
+    let mut b = site.signed_in(&user).await;
+    assert!(
+        b.jar.contains_key("authjs.session-token.1"),
+        "the session is chunked: {:?}",
+        b.jar.keys()
+    );
+    let r = b.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
+    site.assert_app_saw(&user);
+    assert_eq!(site.app.last().header("cookie"), None);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for i in 0..2 {
+        let r = b.get(&site.url("/app")).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "request {i} after the refresh age"
+        );
+        assert!(
+            r.set_cookies().iter().all(|c| !c.contains("session-token")),
+            "no partial session reaches the browser: {:?}",
+            r.set_cookies()
+        );
+    }
+    let r = b.get(&site.url("/auth/session")).await;
+    assert_eq!(r.json()["user"]["email"], user.0);
+    assert!(r.set_cookie("authjs.session-token.0").is_some());
+    assert!(r.set_cookie("authjs.session-token.1").is_some());
+    let r = b.get(&site.url("/app")).await;
+    assert_eq!(r.status, StatusCode::OK, "the refreshed chunks work");
+}
 
 // ---- nginx (deploy/nginx/portcullis.conf) --------------------------------
 
 #[tokio::test]
 async fn nginx_sends_browsers_to_sign_in_and_the_app_gets_the_identity() {
-    let site = Site::nginx(PUBLIC).await;
-    let mut b = site.signed_in(&ALICE).await;
-    assert_eq!(
-        site.app.count(),
-        0,
-        "nothing reached the app before sign-in"
-    );
-    let r = b.get(&site.url("/app?x=1")).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
-    assert_eq!(r.body, "upstream ok 0");
-    let got = site.app.last();
-    assert_eq!(got.uri, "/app?x=1");
-    assert_eq!(
-        got.header("host"),
-        Some(format!("127.0.0.1:{}", site.port()).as_str())
-    );
-    site.assert_app_saw(&ALICE);
-    assert_eq!(got.header("cookie"), None, "Portcullis's cookies stay out");
+    browsers_sign_in_and_the_app_gets_the_identity(Kind::Nginx).await;
 }
 
 #[tokio::test]
 async fn nginx_never_lets_a_client_forge_identity_headers() {
-    let site = Site::nginx(PUBLIC).await;
-    let mut b = site.signed_in(&ALICE).await;
-    assert_forged_headers_never_reach_the_app(&site, &mut b).await;
+    forged_identity_headers_never_reach_the_app(Kind::Nginx).await;
 }
 
 #[tokio::test]
 async fn nginx_strips_portcullis_cookies_and_keeps_the_apps() {
-    let site = Site::nginx("").await;
-    let mut b = site.signed_in(&ALICE).await;
-    assert_cookies_stripped(&site, &mut b).await;
+    portcullis_cookies_are_stripped_and_the_apps_kept(Kind::Nginx).await;
 }
 
 #[tokio::test]
 async fn nginx_answers_api_clients_without_a_session_with_401() {
-    let site = Site::nginx("").await;
-    assert_api_clients_get_401(&site).await;
+    api_clients_without_a_session_get_401(Kind::Nginx).await;
 }
 
 #[tokio::test]
 async fn nginx_answers_users_denied_by_allowed_groups_with_403() {
-    let site = Site::nginx("access:\n  allowed_groups: [admins]\n").await;
-    assert_denied_users_get_403(&site).await;
-    let mut alice = site.signed_in(&ALICE).await;
-    let r = alice.get(&site.url("/app")).await;
-    assert_eq!(r.status, StatusCode::OK, "admins pass");
+    users_denied_by_allowed_groups_get_403(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn nginx_passes_upgrades_for_signed_in_users() {
+    upgrades_pass_for_signed_in_users(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn nginx_carries_chunked_sessions_and_never_splits_their_refresh() {
+    chunked_sessions_work_and_survive_their_refresh(Kind::Nginx).await;
 }
 
 #[tokio::test]
 async fn nginx_passes_a_refreshed_session_cookie_to_the_browser() {
-    let site = Site::nginx("session:\n  update_age: 1s\n").await;
+    let site = Site::start(Kind::Nginx, "session:\n  update_age: 1s\n").await;
     let mut b = site.signed_in(&ALICE).await;
     let before = session_pair(&b);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = b.get(&site.url("/app")).await;
     assert_eq!(r.status, StatusCode::OK);
     let sc = r
@@ -398,73 +470,50 @@ async fn nginx_passes_a_refreshed_session_cookie_to_the_browser() {
     assert_eq!(r.status, StatusCode::OK, "and it works");
 }
 
-#[tokio::test]
-async fn nginx_passes_upgrades_for_signed_in_users() {
-    let site = Site::nginx("").await;
-    let b = site.signed_in(&ALICE).await;
-    assert_upgrades_pass(&site, &b).await;
-}
-
 // ---- Caddy (deploy/caddy/Caddyfile) --------------------------------------
 
 #[tokio::test]
 async fn caddy_sends_browsers_to_sign_in_and_the_app_gets_the_identity() {
-    let site = Site::caddy(PUBLIC).await;
-    let mut b = site.signed_in(&ALICE).await;
-    assert_eq!(
-        site.app.count(),
-        0,
-        "nothing reached the app before sign-in"
-    );
-    let r = b.get(&site.url("/app?x=1")).await;
-    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
-    assert_eq!(r.body, "upstream ok 0");
-    let got = site.app.last();
-    assert_eq!(got.uri, "/app?x=1");
-    assert_eq!(
-        got.header("host"),
-        Some(format!("127.0.0.1:{}", site.port()).as_str())
-    );
-    site.assert_app_saw(&ALICE);
-    assert_eq!(got.header("cookie"), None, "Portcullis's cookies stay out");
+    browsers_sign_in_and_the_app_gets_the_identity(Kind::Caddy).await;
 }
 
 #[tokio::test]
 async fn caddy_never_lets_a_client_forge_identity_headers() {
-    let site = Site::caddy(PUBLIC).await;
-    let mut b = site.signed_in(&ALICE).await;
-    assert_forged_headers_never_reach_the_app(&site, &mut b).await;
+    forged_identity_headers_never_reach_the_app(Kind::Caddy).await;
 }
 
 #[tokio::test]
 async fn caddy_strips_portcullis_cookies_and_keeps_the_apps() {
-    let site = Site::caddy("").await;
-    let mut b = site.signed_in(&ALICE).await;
-    assert_cookies_stripped(&site, &mut b).await;
+    portcullis_cookies_are_stripped_and_the_apps_kept(Kind::Caddy).await;
 }
 
 #[tokio::test]
 async fn caddy_answers_api_clients_without_a_session_with_401() {
-    let site = Site::caddy("").await;
-    assert_api_clients_get_401(&site).await;
+    api_clients_without_a_session_get_401(Kind::Caddy).await;
 }
 
 #[tokio::test]
 async fn caddy_answers_users_denied_by_allowed_groups_with_403() {
-    let site = Site::caddy("access:\n  allowed_groups: [admins]\n").await;
-    assert_denied_users_get_403(&site).await;
-    let mut alice = site.signed_in(&ALICE).await;
-    let r = alice.get(&site.url("/app")).await;
-    assert_eq!(r.status, StatusCode::OK, "admins pass");
+    users_denied_by_allowed_groups_get_403(Kind::Caddy).await;
+}
+
+#[tokio::test]
+async fn caddy_passes_upgrades_for_signed_in_users() {
+    upgrades_pass_for_signed_in_users(Kind::Caddy).await;
+}
+
+#[tokio::test]
+async fn caddy_carries_chunked_sessions_and_never_splits_their_refresh() {
+    chunked_sessions_work_and_survive_their_refresh(Kind::Caddy).await;
 }
 
 /// Caddy drops the Set-Cookie of a 2xx check (the Caddyfile says so); a
 /// session still slides when the browser loads a Portcullis page.
 #[tokio::test]
 async fn caddy_drops_the_checks_set_cookie_and_sessions_slide_on_portcullis_pages() {
-    let site = Site::caddy("session:\n  update_age: 1s\n").await;
+    let site = Site::start(Kind::Caddy, "session:\n  update_age: 1s\n").await;
     let mut b = site.signed_in(&ALICE).await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = b.get(&site.url("/app")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
@@ -474,11 +523,4 @@ async fn caddy_drops_the_checks_set_cookie_and_sessions_slide_on_portcullis_page
     let r = b.get(&site.url("/auth/session")).await;
     assert_eq!(r.json()["user"]["email"], ALICE.0);
     assert!(r.set_cookie("authjs.session-token").is_some());
-}
-
-#[tokio::test]
-async fn caddy_passes_upgrades_for_signed_in_users() {
-    let site = Site::caddy("").await;
-    let b = site.signed_in(&ALICE).await;
-    assert_upgrades_pass(&site, &b).await;
 }

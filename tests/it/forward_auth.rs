@@ -177,3 +177,21 @@ async fn a_sliding_session_is_refreshed_through_forward_auth() {
         "nginx passes this Set-Cookie on with auth_request_set"
     );
 }
+
+#[tokio::test]
+async fn without_an_original_url_nothing_is_public() {
+    let pc = Portcullis::start(Conf::default().extra("access:\n  public_paths: [\"/*\"]\n")).await;
+    // No X-Forwarded-Uri / X-Original-URL: the target is unknown.
+    let r = Browser::api().get(&pc.url("/auth/forward-auth")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = Browser::api().get(&pc.url("/auth/auth-request")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // With one, the public rule applies.
+    let r = Browser::api()
+        .get_with(
+            &pc.url("/auth/auth-request"),
+            &[("x-original-url", "http://app.test/anything")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}

@@ -10,6 +10,7 @@ mod config_check;
 mod edge;
 mod forward_auth;
 mod idp_fixture;
+mod oidc;
 mod oidc_forged;
 mod proxy;
 mod redirects;

@@ -130,7 +130,7 @@ async fn forged_id_tokens_are_refused() {
         assert!(!b.has_session(), "{what} produced a session");
     }
     assert!(
-        pc.logs().contains("invalid ID token"),
+        pc.log_shows("invalid ID token").await,
         "the reason is logged"
     );
 }
@@ -216,7 +216,7 @@ async fn an_expired_flow_fails() {
     let r = b.get(&cb).await;
     assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
     assert!(!b.has_session());
-    assert!(pc.logs().contains("expired"));
+    assert!(pc.log_shows("expired").await);
 }
 
 #[tokio::test]

@@ -363,8 +363,15 @@ async fn https_upstreams_are_verified_against_the_configured_ca() {
     let mut b = signed_in(&strict).await;
     let r = b.get(&strict.url("/over-tls")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(up.count(), before, "a request went to an unverified upstream");
-    assert!(strict.logs().contains("upstream"), "the log says what failed");
+    assert_eq!(
+        up.count(),
+        before,
+        "a request went to an unverified upstream"
+    );
+    assert!(
+        strict.log_shows("upstream").await,
+        "the log says what failed"
+    );
 }
 
 #[tokio::test]
@@ -376,8 +383,14 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
         let r = b.get(&pc.url(&format!("/n/{i}"))).await;
         assert_eq!(r.status, StatusCode::OK);
     }
-    let peers: std::collections::HashSet<_> = up.requests.lock().unwrap().iter().map(|r| r.peer).collect();
-    assert_eq!(peers.len(), 1, "10 sequential requests used {} upstream connections", peers.len());
+    let peers: std::collections::HashSet<_> =
+        up.requests.lock().unwrap().iter().map(|r| r.peer).collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "10 sequential requests used {} upstream connections",
+        peers.len()
+    );
 }
 
 #[tokio::test]
@@ -385,12 +398,103 @@ async fn oversized_headers_and_forms_are_refused() {
     let pc = Portcullis::start(Conf::default()).await;
     let mut b = Browser::new();
     let huge = "x".repeat(80 * 1024);
-    let r = b.get_with(&pc.url("/auth/session"), &[("x-big", &huge)]).await;
+    let r = b
+        .get_with(&pc.url("/auth/session"), &[("x-big", &huge)])
+        .await;
     assert_eq!(r.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let page = b.get(&pc.url("/auth/signin")).await;
     let token = page.hidden("csrfToken").unwrap();
     let big = "p".repeat(20 * 1024);
-    let r = b.post_form(&pc.url("/auth/callback/credentials"), &[("csrfToken", &token), ("email", ALICE.0), ("password", &big)]).await;
+    let r = b
+        .post_form(
+            &pc.url("/auth/callback/credentials"),
+            &[
+                ("csrfToken", &token),
+                ("email", ALICE.0),
+                ("password", &big),
+            ],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(!b.has_session());
+}
+
+#[tokio::test]
+async fn dot_segments_cannot_borrow_a_public_prefix() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("access:\n  public_paths: [/public/*]\n"),
+    )
+    .await;
+    let mut b = Browser::api();
+    for path in [
+        "/public/../private",
+        "/public/%2e%2e/private",
+        "/public/%2E%2E/private",
+        "/public/./x/../../admin",
+    ] {
+        let r = b.get(&pc.url(path)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert_eq!(up.count(), 0);
+    assert_eq!(b.get(&pc.url("/public/ok")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn underscore_and_renamed_identity_headers_are_stripped_too() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("headers:\n  user: X-Remote-User\naccess:\n  public_paths: [/p]\n"),
+    )
+    .await;
+    let mut b = Browser::new();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    let r = b
+        .get_with(
+            &pc.url("/app"),
+            &[
+                ("X_Auth_Request_User", "root"),
+                ("x_forwarded_email", "ceo@example.com"),
+                ("X-Auth-Request-User", "root"),
+                ("X-Remote-User", "root"),
+                ("x_remote_user", "root"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = up.last();
+    assert_eq!(
+        seen.header("x-remote-user"),
+        Some(ALICE.0),
+        "the renamed header carries the identity"
+    );
+    for h in [
+        "x_auth_request_user",
+        "x_forwarded_email",
+        "x-auth-request-user",
+        "x_remote_user",
+    ] {
+        assert_eq!(seen.header_count(h), 0, "{h} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn the_upstream_cannot_set_our_cookies() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut b = signed_in(&pc).await;
+    let session = b.jar["authjs.session-token"].clone();
+    let r = b.get(&pc.url("/set-cookies")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let set: Vec<&str> = r.set_cookies();
+    assert_eq!(
+        set,
+        vec!["app_theme=dark; Path=/"],
+        "only the app's own cookie passes"
+    );
+    assert_eq!(b.jar["authjs.session-token"], session);
 }

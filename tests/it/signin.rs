@@ -338,7 +338,16 @@ async fn unknown_users_take_as_long_as_known_ones() {
     for i in 0..9 {
         for (email, times) in [(ALICE.0, &mut known), ("ghost@example.com", &mut unknown)] {
             let t = std::time::Instant::now();
-            let r = b.post_form(&url, &[("csrfToken", &token), ("email", email), ("password", &format!("wrong-{i}"))]).await;
+            let r = b
+                .post_form(
+                    &url,
+                    &[
+                        ("csrfToken", &token),
+                        ("email", email),
+                        ("password", &format!("wrong-{i}")),
+                    ],
+                )
+                .await;
             times.push(t.elapsed().as_secs_f64());
             assert!(r.location().contains("error=CredentialsSignin"));
         }
@@ -349,5 +358,8 @@ async fn unknown_users_take_as_long_as_known_ones() {
     };
     let (k, u) = (median(&mut known), median(&mut unknown));
     let ratio = k / u;
-    assert!((1.0 / 3.0..3.0).contains(&ratio), "known {k:.4}s vs unknown {u:.4}s (ratio {ratio:.2})");
+    assert!(
+        (1.0 / 3.0..3.0).contains(&ratio),
+        "known {k:.4}s vs unknown {u:.4}s (ratio {ratio:.2})"
+    );
 }

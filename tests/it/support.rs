@@ -212,9 +212,13 @@ impl Portcullis {
     }
 
     pub async fn start_env(conf: Conf, env: &[(&str, &str)]) -> Self {
+        Self::start_at(conf, env, free_port()).await
+    }
+
+    /// On a port chosen beforehand (when another party must know our URL first).
+    pub async fn start_at(conf: Conf, env: &[(&str, &str)], port: u16) -> Self {
         let dir = TempDir::new("pc");
         let users = dir.write("users.yaml", &users_file_yaml(&conf.users));
-        let port = free_port();
         let cfg = dir.write("portcullis.yaml", &conf.render(port, &users));
         Self::spawn(
             &["serve", "--config", cfg.to_str().unwrap()],
@@ -272,6 +276,18 @@ impl Portcullis {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Whether the log shows `needle` within 5 s (lines arrive through a
+    /// pipe, a little after the response).
+    pub async fn log_shows(&self, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
     }
 
     pub fn pid(&self) -> u32 {
@@ -468,6 +484,17 @@ async fn handle_upstream(
         .insert("x-upstream", HeaderValue::from_static("yes"));
     r.headers_mut()
         .insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    if path == "/set-cookies" {
+        // A (compromised) app trying to plant or clear Portcullis's cookies.
+        for c in [
+            "authjs.session-token=planted; Path=/",
+            "authjs.csrf-token=x; Path=/",
+            "app_theme=dark; Path=/",
+        ] {
+            r.headers_mut()
+                .append("set-cookie", HeaderValue::from_static(c));
+        }
+    }
     Ok(r)
 }
 

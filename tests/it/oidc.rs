@@ -1,0 +1,228 @@
+//! OIDC sign-in against the real, certified `oidc-provider` (Node), in
+//! proxy mode: query and form_post responses, groups and claims to
+//! headers, several tabs at once, and sign-out at the provider.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::idp::{CLIENT_ID, CLIENT_SECRET, Idp, form_post_fields, idp_login, idp_logout};
+use crate::support::*;
+
+struct Setup {
+    idp: Idp,
+    pc: Portcullis,
+    up: Upstream,
+}
+
+/// A real IdP and Portcullis in front of a recording upstream.
+async fn setup(provider_extra: &str, extra: &str) -> Setup {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(Idp::default_config(
+        &format!("{origin}/auth/callback/corp"),
+        &[&format!("{origin}/"), &format!("{origin}/bye")],
+    ))
+    .await;
+    let up = Upstream::start().await;
+    let item = format!(
+        "  - type: oidc\n    id: corp\n    name: Corp SSO\n    issuer: {}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    scopes: [openid, email, profile, groups]\n{provider_extra}",
+        idp.issuer
+    );
+    let conf = Conf::default()
+        .upstream(&up.url())
+        .provider(&item)
+        .extra(extra);
+    let pc = Portcullis::start_at(conf, &[], port).await;
+    let mut b = Browser::api();
+    for _ in 0..200 {
+        if b.get(&pc.url("/readyz")).await.status == StatusCode::OK {
+            return Setup { idp, pc, up };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("discovery never loaded:\n{}", pc.logs());
+}
+
+/// Clicks "Sign in with Corp SSO" on the sign-in page for `callback`.
+async fn start(s: &Setup, b: &mut Browser, callback: &str) -> String {
+    let enc: String = url::form_urlencoded::byte_serialize(callback.as_bytes()).collect();
+    let page = b
+        .get(&s.pc.url(&format!("/auth/signin?callbackUrl={enc}")))
+        .await;
+    assert!(page.body.contains("Sign in with Corp SSO"));
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &s.pc.url("/auth/signin/corp"),
+            &[("csrfToken", &token), ("callbackUrl", callback)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    assert!(r.location().starts_with(&s.idp.issuer), "{}", r.location());
+    r.location().to_string()
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_with_the_real_provider_and_the_upstream_sees_groups() {
+    let s = setup(
+        "",
+        "headers:\n  access_token: header\n  claims:\n    X-Auth-Request-Sub: sub\n",
+    )
+    .await;
+    let mut b = Browser::new();
+    let r = b.get(&s.pc.url("/reports")).await;
+    assert_eq!(r.location(), "/auth/signin?callbackUrl=%2Freports");
+    let auth = start(&s, &mut b, "/reports").await;
+    let back = idp_login(&mut b, &auth, "alice").await;
+    let cb = back.location().to_string();
+    assert!(cb.starts_with(&s.pc.url("/auth/callback/corp?")), "{cb}");
+    let r = b.get(&cb).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::FOUND, "/reports"),
+        "{}",
+        s.pc.logs()
+    );
+    let r = b.get(&s.pc.url("/reports")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = s.up.last();
+    assert_eq!(seen.header("x-auth-request-user"), Some("alice-sub"));
+    assert_eq!(
+        seen.header("x-auth-request-email"),
+        Some("alice@example.com")
+    );
+    let tok = b
+        .jar
+        .get("authjs.session-token")
+        .cloned()
+        .unwrap_or_default();
+    let (_, claims, _) = node(&repo_root().join("tests/fixtures/authjs/jwt.mjs"), &[], &serde_json::json!({"op": "decode", "secret": SECRET, "salt": "authjs.session-token", "token": tok}).to_string());
+    assert_eq!(
+        seen.header("x-auth-request-groups"),
+        Some("admins,staff"),
+        "{claims}"
+    );
+    assert_eq!(
+        seen.header("x-auth-request-preferred-username"),
+        Some("alice"),
+        "{claims}"
+    );
+    assert_eq!(seen.header("x-auth-request-sub"), Some("alice-sub"));
+    let at = seen
+        .header("x-auth-request-access-token")
+        .expect("access token forwarded");
+    assert!(at.len() > 20);
+    // The access token is the IdP's: userinfo accepts it.
+    let info = Browser::api()
+        .get_with(
+            &s.idp.url("/me"),
+            &[("authorization", &format!("Bearer {at}"))],
+        )
+        .await;
+    assert_eq!(info.json()["sub"], "alice-sub");
+    assert_eq!(s.idp.counters().await["authorization_code"], 1);
+}
+
+#[tokio::test]
+async fn form_post_callbacks_are_accepted() {
+    let s = setup("    response_mode: form_post\n", "").await;
+    let mut b = Browser::new();
+    let auth = start(&s, &mut b, "/fp").await;
+    let page = idp_login(&mut b, &auth, "bob").await;
+    let (action, fields) = form_post_fields(&page);
+    assert_eq!(action, s.pc.url("/auth/callback/corp"));
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = b.post_form(&action, &fields).await;
+    assert_eq!(r.location(), "/fp", "{}", s.pc.logs());
+    assert_eq!(
+        b.get(&s.pc.url("/auth/session"))
+            .await
+            .body
+            .contains("bob@other.org"),
+        true
+    );
+}
+
+#[tokio::test]
+async fn tabs_sign_in_in_any_order() {
+    let s = setup("", "").await;
+    let mut b = Browser::new();
+    let first = start(&s, &mut b, "/tab-one").await;
+    let second = start(&s, &mut b, "/tab-two").await;
+    // The second tab finishes first; then the first one.
+    let cb2 = idp_login(&mut b, &second, "alice")
+        .await
+        .location()
+        .to_string();
+    assert_eq!(b.get(&cb2).await.location(), "/tab-two");
+    let cb1 = idp_login(&mut b, &first, "alice")
+        .await
+        .location()
+        .to_string();
+    assert_eq!(b.get(&cb1).await.location(), "/tab-one", "{}", s.pc.logs());
+}
+
+#[tokio::test]
+async fn access_rules_apply_to_provider_users() {
+    let s = setup("", "access:\n  allowed_groups: [admins]\n").await;
+    let mut bob = Browser::new();
+    let auth = start(&s, &mut bob, "/").await;
+    let cb = idp_login(&mut bob, &auth, "bob")
+        .await
+        .location()
+        .to_string();
+    assert_eq!(
+        bob.get(&cb).await.location(),
+        "/auth/error?error=AccessDenied"
+    );
+    assert!(!bob.has_session());
+    let mut mallory = Browser::new();
+    let auth = start(&s, &mut mallory, "/").await;
+    let cb = idp_login(&mut mallory, &auth, "mallory")
+        .await
+        .location()
+        .to_string();
+    assert_eq!(
+        mallory.get(&cb).await.location(),
+        "/auth/error?error=AccessDenied",
+        "unverified e-mail"
+    );
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_provider_session_and_comes_back() {
+    let s = setup("", "").await;
+    let mut b = Browser::new();
+    let auth = start(&s, &mut b, "/").await;
+    let cb = idp_login(&mut b, &auth, "alice")
+        .await
+        .location()
+        .to_string();
+    b.get(&cb).await;
+    assert!(b.has_session());
+    let page = b.get(&s.pc.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &s.pc.url("/auth/signout"),
+            &[("csrfToken", &token), ("callbackUrl", "/bye")],
+        )
+        .await;
+    assert!(r.location().starts_with(&s.idp.issuer), "{}", r.location());
+    assert!(!b.has_session());
+    let back = idp_logout(&mut b, r.location()).await;
+    assert!(
+        back.location().starts_with(&s.pc.url("/bye")),
+        "{} {}",
+        back.status,
+        back.location()
+    );
+    // The IdP session is gone: the next sign-in asks for the password again.
+    let auth = start(&s, &mut b, "/").await;
+    let r = b.get(&auth).await;
+    assert!(r.location().contains("/interaction/"), "{}", r.location());
+}
