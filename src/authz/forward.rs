@@ -2,18 +2,24 @@
 //! ask [`super::evaluate`], shape the answer for the protocol.
 //!
 //! - `{base}/forward-auth` (Traefik `forwardAuth`, Caddy `forward_auth`):
-//!   200 + identity headers; a browser without a session gets a 302 to the
-//!   sign-in page with the original URL as `callbackUrl`, an API client a 401.
-//! - `{base}/auth-request` (nginx `auth_request`): only 200, 401 or 403;
-//!   the 401 carries the sign-in URL in a header (`X-Auth-Signin` by
-//!   default) for `auth_request_set` + `error_page`.
+//!   reads only `X-Forwarded-*`; 200 + identity headers; a browser without
+//!   a session gets a 302 to the sign-in page with the original URL as
+//!   `callbackUrl`, an API client a 401.
+//! - `{base}/auth-request` (nginx `auth_request`): reads only
+//!   `X-Original-URL`/`-Method`; only 200, 401 or 403; the 401 carries the
+//!   sign-in URL in a header (`X-Auth-Signin` by default) for
+//!   `auth_request_set` + `error_page`.
+//!
+//! Each endpoint reads only its own protocol's headers: Traefik and Caddy
+//! pass a client's `X-Original-URL` through, so honouring it there would
+//! let the client choose which URL is checked.
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::{Decision, Target, evaluate};
-use crate::http::forwarded::ClientInfo;
-use crate::http::redirect::SafeRedirect;
+use crate::authn::current::current;
+use crate::http::forwarded::{ClientInfo, EdgeProtocol, Original, has_dot_segment};
 use crate::http::{self as web, Body, Error, wants_html};
 use crate::session::Session;
 use crate::state::App;
@@ -22,70 +28,86 @@ use crate::state::App;
 struct Checked {
     decision: Decision,
     session: Option<Session>,
-    chunks: usize,
-    original: Option<url::Url>,
+    cookies: Vec<String>,
+    original: Option<Original>,
 }
 
-fn check(app: &App, req: &Request<Incoming>, client: &ClientInfo) -> Checked {
-    let original = client.original_url(req.headers());
-    let method = client.original_method(req.headers()).unwrap_or("GET");
+/// Portcullis's own pages (`{base}/...` on the public origin) are always
+/// reachable, so an edge that protects them too makes no redirect loop.
+fn is_own_page(app: &App, url: &url::Url) -> bool {
+    let public = &app.config.public_url;
+    url.scheme() == public.scheme()
+        && url.host_str() == public.host_str()
+        && url.port_or_known_default() == public.port_or_known_default()
+        && url
+            .path()
+            .starts_with(&format!("{}/", app.config.base_path))
+}
+
+async fn check(
+    app: &App,
+    req: &Request<Incoming>,
+    client: &ClientInfo,
+    protocol: EdgeProtocol,
+) -> Result<Checked, Error> {
+    let original = client.original(req.headers(), protocol);
+    if original
+        .as_ref()
+        .is_some_and(|o| has_dot_segment(&o.raw_path))
+    {
+        // We would check one path and the app serve another.
+        return Err(Error::BadRequest("The request path has dot segments."));
+    }
+    let cur = current(app, req.headers(), client).await?;
     // Without a (trusted) original URL the target is unknown: "" matches
     // no public path, so the request needs a session (fail closed).
-    let path = original.as_ref().map(|u| u.path()).unwrap_or("");
-    let loaded = app.sessions.load(req.headers());
-    // The sign-in surface itself is always reachable: no redirect loop
-    // when an edge proxy protects Portcullis's own paths too.
-    let own = original.as_ref().is_some_and(|u| {
-        u.host_str() == app.config.public_url.host_str()
-            && (u.path() == app.config.base_path
-                || u.path().starts_with(&format!("{}/", app.config.base_path)))
-    });
     let target = Target {
-        host: original.as_ref().and_then(|u| u.host_str()),
-        path,
-        method,
+        host: original.as_ref().and_then(|o| o.url.host_str()),
+        path: original.as_ref().map(|o| o.url.path()).unwrap_or(""),
+        method: original
+            .as_ref()
+            .map(|o| o.method.as_str())
+            .unwrap_or("GET"),
     };
-    let decision = if own {
+    let decision = if original.as_ref().is_some_and(|o| is_own_page(app, &o.url)) {
         Decision::Public
     } else {
         evaluate(
             &app.config.access,
-            loaded.session.as_ref().map(|s| &s.claims),
+            cur.session.as_ref().map(|s| &s.claims),
             &target,
         )
     };
-    Checked {
+    Ok(Checked {
         decision,
-        session: loaded.session,
-        chunks: loaded.chunks,
+        session: cur.session,
+        cookies: cur.cookies,
         original,
-    }
+    })
 }
 
-/// The sign-in URL on the public origin, returning to `original` when the
-/// redirect policy allows it.
-fn signin_url(app: &App, original: Option<&url::Url>) -> String {
+/// The sign-in URL on the public origin, returning to the original URL
+/// when the redirect policy allows it.
+fn signin_url(app: &App, original: Option<&Original>) -> String {
     let mut url = app.public_auth_url("/signin");
-    if let Some(cb) = original.and_then(|u| app.redirects.check(u.as_str())) {
+    if let Some(cb) = original.and_then(|o| app.redirects.check(o.url.as_str())) {
         url.push_str("?callbackUrl=");
         url.extend(url::form_urlencoded::byte_serialize(cb.as_str().as_bytes()));
     }
     url
 }
 
-/// 200 with identity headers, and the refreshed cookie when it slid.
-fn allow(app: &App, client: &ClientInfo, checked: Checked) -> Response<Body> {
+/// 200 with identity headers, and the session's cookies when they changed.
+/// `one_cookie`: nginx relays a single `Set-Cookie` from a subrequest
+/// intact, never several (a chunked session would be torn): send none then;
+/// the session slides on Portcullis's own pages.
+fn allow(app: &App, checked: Checked, one_cookie: bool) -> Response<Body> {
     let mut r = Response::new(web::empty());
-    if let Some(mut s) = checked.session
-        && checked.decision == Decision::Allow
-    {
+    if let (Some(s), Decision::Allow) = (&checked.session, checked.decision) {
         app.identity.set(r.headers_mut(), &s.claims);
-        if s.needs_refresh {
-            let cookies =
-                app.sessions
-                    .issue(&mut s.claims, checked.chunks, app.cookie_domain(client));
-            web::set_cookies(&mut r, cookies);
-        }
+    }
+    if !one_cookie || checked.cookies.len() == 1 {
+        web::set_cookies(&mut r, checked.cookies);
     }
     r.headers_mut().insert(
         http::header::CACHE_CONTROL,
@@ -94,29 +116,54 @@ fn allow(app: &App, client: &ClientInfo, checked: Checked) -> Response<Body> {
     r
 }
 
-pub fn forward_auth(app: &App, req: &Request<Incoming>, client: &ClientInfo) -> Response<Body> {
-    let checked = check(app, req, client);
+pub async fn forward_auth(
+    app: &App,
+    req: &Request<Incoming>,
+    client: &ClientInfo,
+) -> Response<Body> {
     let html = wants_html(req.headers());
+    let checked = match check(app, req, client, EdgeProtocol::Forwarded).await {
+        Ok(c) => c,
+        Err(e) => return e.respond(html, &app.config.base_path),
+    };
     match checked.decision {
-        Decision::Public | Decision::Allow => allow(app, client, checked),
+        Decision::Public | Decision::Allow => allow(app, checked, false),
         Decision::Unauthenticated if html => {
             let to = signin_url(app, checked.original.as_ref());
             // The sign-in URL is on the public origin: always allowed.
-            web::redirect(
+            let mut r = web::redirect(
                 &app.redirects
                     .check(&to)
                     .unwrap_or_else(|| app.redirects.home()),
-            )
+            );
+            web::set_cookies(&mut r, checked.cookies);
+            r
         }
         Decision::Unauthenticated => Error::Unauthenticated.respond(false, &app.config.base_path),
         Decision::Forbidden => Error::Forbidden.respond(html, &app.config.base_path),
     }
 }
 
-pub fn auth_request(app: &App, req: &Request<Incoming>, client: &ClientInfo) -> Response<Body> {
-    let checked = check(app, req, client);
+pub async fn auth_request(
+    app: &App,
+    req: &Request<Incoming>,
+    client: &ClientInfo,
+) -> Response<Body> {
+    let checked = match check(app, req, client, EdgeProtocol::Nginx).await {
+        Ok(c) => c,
+        Err(e @ Error::Store(_)) => {
+            // nginx turns anything but 2xx/401/403 into a 500 page; say 503
+            // anyway so the log is clear, never a pass.
+            return e.respond(false, &app.config.base_path);
+        }
+        Err(_) => {
+            let mut r = Response::new(web::empty());
+            *r.status_mut() = StatusCode::FORBIDDEN;
+            return r;
+        }
+    };
     match checked.decision {
-        Decision::Public | Decision::Allow => allow(app, client, checked),
+        Decision::Public | Decision::Allow => allow(app, checked, true),
         Decision::Unauthenticated => {
             let to = signin_url(app, checked.original.as_ref());
             let mut r = Response::new(web::empty());
@@ -137,7 +184,7 @@ pub fn auth_request(app: &App, req: &Request<Incoming>, client: &ClientInfo) -> 
 
 /// The proxy's sign-in redirect for a browser: back to `relative` (the
 /// path and query it asked for) after sign-in.
-pub fn signin_redirect(app: &App, relative: &str) -> SafeRedirect {
+pub fn signin_redirect(app: &App, relative: &str) -> crate::http::redirect::SafeRedirect {
     let mut path = format!("{}/signin?callbackUrl=", app.config.base_path);
     path.extend(url::form_urlencoded::byte_serialize(relative.as_bytes()));
     app.redirects

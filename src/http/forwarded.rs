@@ -19,6 +19,41 @@ pub const X_FORWARDED_METHOD: &str = "x-forwarded-method";
 pub const X_ORIGINAL_URL: &str = "x-original-url";
 pub const X_ORIGINAL_METHOD: &str = "x-original-method";
 
+/// Which edge-proxy protocol a forward-auth request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeProtocol {
+    /// nginx `auth_request`: `X-Original-URL`, `X-Original-Method`.
+    Nginx,
+    /// Traefik `forwardAuth`, Caddy `forward_auth`: `X-Forwarded-*`.
+    Forwarded,
+}
+
+/// The request an edge proxy asks about.
+#[derive(Debug, Clone)]
+pub struct Original {
+    /// Parsed (WHATWG: dot segments resolved).
+    pub url: url::Url,
+    /// The path as the client sent it, before any normalisation: what the
+    /// app will see.
+    pub raw_path: String,
+    pub method: String,
+}
+
+/// A path segment that is `.` or `..` once `%2e`, `%2f`, `%5c` and `\`
+/// are decoded: such a path means different things to us and to the app.
+pub fn has_dot_segment(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if !(lower.contains('.') || lower.contains("%2e")) {
+        return false;
+    }
+    let decoded = lower
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    decoded.split('/').any(|seg| seg == "." || seg == "..")
+}
+
 /// Where a request came from and what it was for.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
@@ -125,33 +160,49 @@ impl ClientInfo {
         Some(h.rsplit_once(':').map(|(a, _)| a).unwrap_or(h))
     }
 
-    /// The URL the client asked for, for forward-auth: `X-Original-URL`
-    /// (nginx), or `X-Forwarded-Proto/Host/Uri` (Traefik, Caddy). Only
-    /// from trusted peers; `None` when not given.
-    pub fn original_url(&self, headers: &HeaderMap) -> Option<url::Url> {
+    /// The request an edge proxy asks about, read only from the headers
+    /// that proxy's protocol uses (a client may add the other protocol's
+    /// headers, and Traefik and Caddy pass them through): nginx sends
+    /// `X-Original-URL`/`-Method`; Traefik and Caddy `X-Forwarded-Proto/
+    /// Host/Uri/Method`. Only from trusted peers; `None` when not given.
+    pub fn original(&self, headers: &HeaderMap, protocol: EdgeProtocol) -> Option<Original> {
         if !self.trusted {
             return None;
         }
-        if let Some(u) = header(headers, X_ORIGINAL_URL)
-            && let Ok(url) = url::Url::parse(u)
-        {
-            return Some(url);
+        let (raw, url) = match protocol {
+            EdgeProtocol::Nginx => {
+                let u = header(headers, X_ORIGINAL_URL)?;
+                let url = url::Url::parse(u).ok()?;
+                let raw = u
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+                    .unwrap_or("/");
+                (raw.to_string(), url)
+            }
+            EdgeProtocol::Forwarded => {
+                let uri = header(headers, X_FORWARDED_URI)?;
+                if !uri.starts_with('/') || uri.starts_with("//") {
+                    return None;
+                }
+                let host = self.host.as_deref()?;
+                (
+                    uri.to_string(),
+                    url::Url::parse(&format!("{}://{host}{uri}", self.scheme)).ok()?,
+                )
+            }
+        };
+        let method = match protocol {
+            EdgeProtocol::Nginx => header(headers, X_ORIGINAL_METHOD),
+            EdgeProtocol::Forwarded => header(headers, X_FORWARDED_METHOD),
         }
-        let uri = header(headers, X_FORWARDED_URI)?;
-        if !uri.starts_with('/') || uri.starts_with("//") {
-            return None;
-        }
-        let host = self.host.as_deref()?;
-        url::Url::parse(&format!("{}://{host}{uri}", self.scheme)).ok()
-    }
-
-    /// The original method for forward-auth (`X-Forwarded-Method` from
-    /// Traefik/Caddy, `X-Original-Method` from nginx), from trusted peers.
-    pub fn original_method<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        if !self.trusted {
-            return None;
-        }
-        header(headers, X_FORWARDED_METHOD).or_else(|| header(headers, X_ORIGINAL_METHOD))
+        .unwrap_or("GET")
+        .to_string();
+        let raw_path = raw.split(['?', '#']).next().unwrap_or("/").to_string();
+        Some(Original {
+            url,
+            raw_path,
+            method,
+        })
     }
 }
 
@@ -191,7 +242,7 @@ mod tests {
         assert_eq!(c.client_ip.to_string(), "203.0.113.9");
         assert_eq!(c.scheme, "http");
         assert_eq!(c.host.as_deref(), Some("app.example.com"));
-        assert!(c.original_url(&headers).is_none());
+        assert!(c.original(&headers, EdgeProtocol::Forwarded).is_none());
     }
 
     #[test]
@@ -213,10 +264,38 @@ mod tests {
         assert_eq!(c.client_ip.to_string(), "198.51.100.7");
         assert_eq!(c.scheme, "https");
         assert_eq!(c.hostname(), Some("app.example.com"));
-        assert_eq!(
-            c.original_url(&headers).unwrap().as_str(),
-            "https://app.example.com/p?q=1"
-        );
+        let o = c.original(&headers, EdgeProtocol::Forwarded).unwrap();
+        assert_eq!(o.url.as_str(), "https://app.example.com/p?q=1");
+        assert_eq!(o.raw_path, "/p");
+        // The other protocol's header is not read.
+        assert!(c.original(&headers, EdgeProtocol::Nginx).is_none());
+    }
+
+    #[test]
+    fn dot_segments_are_found_in_every_disguise() {
+        for p in [
+            "/a/../b",
+            "/a/%2e%2e/b",
+            "/a/%2E./b",
+            "/a/..%2fb",
+            "/a/..%5Cb",
+            "/a\\..\\b",
+            "/a//../b",
+            "/./a",
+            "/..",
+        ] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in [
+            "/a/b",
+            "/a/.well-known/x",
+            "/a/..b/c",
+            "/a/b..",
+            "/group%2Fproject",
+            "/",
+        ] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
     }
 
     #[test]
@@ -230,6 +309,6 @@ mod tests {
             "http",
         );
         assert_eq!(c.host, None);
-        assert!(c.original_url(&headers).is_none());
+        assert!(c.original(&headers, EdgeProtocol::Forwarded).is_none());
     }
 }

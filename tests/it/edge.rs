@@ -14,12 +14,12 @@ use crate::support::edge::{Caddy, Nginx, deploy_file, fill};
 use crate::support::*;
 
 /// Identity headers a client tries to slip to the app: every name
-/// Portcullis sends, odd cases and a duplicate, and names other setups
-/// trust.
+/// Portcullis sends (one of them twice), an underscore twin, and names
+/// other setups trust.
 const FORGED: [(&str, &str); 14] = [
     ("X-Auth-Request-User", "ceo"),
     ("X-Auth-Request-Email", "ceo@example.com"),
-    ("x-AUTH-request-EMAIL", "cfo@example.com"),
+    ("x-auth-request-email", "cfo@example.com"),
     ("X-Auth-Request-Preferred-Username", "ceo"),
     ("X-Auth-Request-Groups", "admins,board"),
     ("X-Auth-Request-Name", "The CEO"),
@@ -241,6 +241,12 @@ const PUBLIC: &str = "access:\n  public_paths: [/public/*]\n";
 /// Portcullis's cookies nor anything before sign-in.
 async fn browsers_sign_in_and_the_app_gets_the_identity(kind: Kind) {
     let site = Site::start(kind, PUBLIC).await;
+    // Portcullis's own pages, bare base path included, never reach the app.
+    for path in ["/auth", "/auth/", "/auth/session"] {
+        let r = Browser::new().get(&site.url(path)).await;
+        assert!(r.status.is_success() || r.status.is_redirection(), "{path}");
+        assert!(r.header("x-upstream").is_none(), "{path} is Portcullis's");
+    }
     let mut b = site.signed_in(&ALICE).await;
     assert_eq!(
         site.app.count(),
@@ -277,6 +283,41 @@ async fn forged_identity_headers_never_reach_the_app(kind: Kind) {
     let r = b.get_with(&site.url("/app?x=1"), &FORGED).await;
     assert_eq!(r.status, StatusCode::OK);
     site.assert_app_saw(&ALICE);
+}
+
+/// Only the edge says which URL is being checked: a client naming a public
+/// path in any header Portcullis reads for it (nginx's X-Original-URL,
+/// Traefik's and Caddy's X-Forwarded-*) is still sent to sign in, and the
+/// app is not asked.
+async fn clients_cannot_choose_the_url_being_checked(kind: Kind) {
+    let site = Site::start(kind, PUBLIC).await;
+    let public = site.url("/public/x");
+    let spoofs: [&[(&str, &str)]; 3] = [
+        &[("x-original-url", &public), ("x-original-method", "GET")],
+        &[
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+        ],
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "elsewhere.example"),
+            ("x-forwarded-uri", "/public/x"),
+        ],
+    ];
+    let back: String =
+        url::form_urlencoded::byte_serialize(site.url("/app/secret").as_bytes()).collect();
+    for headers in spoofs {
+        let r = Browser::new()
+            .get_with(&site.url("/app/secret"), headers)
+            .await;
+        assert_eq!(r.status, StatusCode::FOUND, "{headers:?}: {}", r.body);
+        assert_eq!(
+            r.location(),
+            format!("{}/auth/signin?callbackUrl={back}", site.origin()),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(site.app.count(), 0, "the app was not asked");
 }
 
 /// Portcullis's cookies are cut out of `Cookie` wherever they sit; the
@@ -429,6 +470,11 @@ async fn nginx_never_lets_a_client_forge_identity_headers() {
 }
 
 #[tokio::test]
+async fn nginx_never_lets_a_client_choose_the_url_being_checked() {
+    clients_cannot_choose_the_url_being_checked(Kind::Nginx).await;
+}
+
+#[tokio::test]
 async fn nginx_strips_portcullis_cookies_and_keeps_the_apps() {
     portcullis_cookies_are_stripped_and_the_apps_kept(Kind::Nginx).await;
 }
@@ -480,6 +526,11 @@ async fn caddy_sends_browsers_to_sign_in_and_the_app_gets_the_identity() {
 #[tokio::test]
 async fn caddy_never_lets_a_client_forge_identity_headers() {
     forged_identity_headers_never_reach_the_app(Kind::Caddy).await;
+}
+
+#[tokio::test]
+async fn caddy_never_lets_a_client_choose_the_url_being_checked() {
+    clients_cannot_choose_the_url_being_checked(Kind::Caddy).await;
 }
 
 #[tokio::test]

@@ -195,3 +195,104 @@ async fn without_an_original_url_nothing_is_public() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn each_endpoint_reads_only_its_own_protocols_headers() {
+    let pc =
+        Portcullis::start(Conf::default().extra("access:\n  public_paths: [/public/*]\n")).await;
+    let mut api = Browser::api();
+    // Traefik/Caddy pass a client's X-Original-URL through: it must not
+    // make /app/secret look like a public path.
+    let r = api
+        .get_with(
+            &pc.url("/auth/forward-auth"),
+            &[
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-uri", "/app/secret"),
+                ("x-original-url", "http://app.test/public/x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // And nginx's endpoint ignores X-Forwarded-Uri.
+    let r = api
+        .get_with(
+            &pc.url("/auth/auth-request"),
+            &[
+                ("x-original-url", "http://app.test/app/secret"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-host", "app.test"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn dot_segments_in_the_original_path_are_refused() {
+    let pc =
+        Portcullis::start(Conf::default().extra("access:\n  public_paths: [/public/*]\n")).await;
+    let mut api = Browser::api();
+    for uri in [
+        "/public/../app",
+        "/public//../app",
+        "/public/..%2fapp",
+        "/public/%2e%2e/app",
+    ] {
+        let r = api
+            .get_with(
+                &pc.url("/auth/forward-auth"),
+                &[
+                    ("x-forwarded-proto", "http"),
+                    ("x-forwarded-host", "app.test"),
+                    ("x-forwarded-uri", uri),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        let r = api
+            .get_with(
+                &pc.url("/auth/auth-request"),
+                &[("x-original-url", &format!("http://app.test{uri}"))],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    let r = api
+        .get_with(
+            &pc.url("/auth/forward-auth"),
+            &[
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "app.test"),
+                ("x-forwarded-uri", "/public/ok"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn only_paths_under_the_base_on_the_public_origin_count_as_our_own() {
+    let pc = Portcullis::start(Conf::default().public_url("https://auth.example.com")).await;
+    let mut api = Browser::api();
+    for (host, proto, uri, want) in [
+        ("auth.example.com", "https", "/auth/signin", 200),
+        ("auth.example.com", "https", "/auth", 401),
+        ("auth.example.com", "http", "/auth/signin", 401),
+        ("auth.example.com:8443", "https", "/auth/signin", 401),
+        ("app.example.com", "https", "/auth/signin", 401),
+    ] {
+        let r = api
+            .get_with(
+                &pc.url("/auth/forward-auth"),
+                &[
+                    ("x-forwarded-proto", proto),
+                    ("x-forwarded-host", host),
+                    ("x-forwarded-uri", uri),
+                ],
+            )
+            .await;
+        assert_eq!(r.status.as_u16(), want, "{proto}://{host}{uri}");
+    }
+}
