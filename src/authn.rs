@@ -7,9 +7,11 @@
 
 mod credentials;
 pub mod csrf;
+pub mod current;
 pub mod flow;
 pub mod form;
 mod oauth;
+pub mod refresh;
 
 use std::sync::Arc;
 
@@ -43,7 +45,7 @@ pub async fn route(
         "" | "/" | "/signin" if is_read => Ok(signin_page(app, &req)),
         "/signout" if is_read => Ok(signout_page(app, &req)),
         "/signout" if m == Method::POST => signout(app, req, client).await,
-        "/session" if is_read => Ok(session(app, req.headers(), client)),
+        "/session" if is_read => session(app, req.headers(), client).await,
         "/session" if m == Method::POST => session_update(app, req, client).await,
         "/csrf" if is_read => Ok(csrf_json(app, req.headers())),
         "/providers" if is_read => Ok(providers(app)),
@@ -55,8 +57,8 @@ pub async fn route(
                 "<h1>Check your e-mail</h1><p>A sign-in link has been sent to your e-mail address.</p>",
             ),
         )),
-        "/forward-auth" => Ok(forward::forward_auth(app, &req, client)),
-        "/auth-request" => Ok(forward::auth_request(app, &req, client)),
+        "/forward-auth" => Ok(forward::forward_auth(app, &req, client).await),
+        "/auth-request" => Ok(forward::auth_request(app, &req, client).await),
         r => match (r.strip_prefix("/signin/"), r.strip_prefix("/callback/")) {
             (Some(provider), _) if m == Method::POST => {
                 sign_in(app, req, client, provider, false).await
@@ -173,29 +175,30 @@ async fn sign_in(
 
 /// Issues the session for a signed-in user, unless the access rules say
 /// no; the response goes to `callback`.
-fn establish(
+async fn establish(
     app: &App,
     headers: &HeaderMap,
     client: &ClientInfo,
     mut claims: Claims,
     callback: &SafeRedirect,
-) -> Response<Body> {
+) -> Result<Response<Body>, Error> {
     let provider = claims.provider.clone().unwrap_or_default();
     if !authz::allowed(&app.config.access, &claims) {
         tracing::info!(provider, user = %claims.user_id(), "sign-in refused by access rules: AccessDenied");
-        return go(
+        return Ok(go(
             headers,
             &error_target(app, ErrorCode::AccessDenied, callback),
-        );
+        ));
     }
-    tracing::info!(provider, user = %claims.user_id(), client_ip = %client.client_ip, "signed in");
-    let seen = app.sessions.load(headers).chunks;
+    let seen = crate::http::cookies::get_chunked(headers, &app.names.session).1;
     let cookies = app
         .sessions
-        .issue(&mut claims, seen, app.cookie_domain(client));
+        .create(&mut claims, seen, app.cookie_domain(client))
+        .await?;
+    tracing::info!(provider, user = %claims.user_id(), client_ip = %client.client_ip, "signed in");
     let mut r = go(headers, callback);
     web::set_cookies(&mut r, cookies);
-    r
+    Ok(r)
 }
 
 fn signout_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
@@ -226,19 +229,36 @@ async fn signout(
             &error_target(app, ErrorCode::MissingCsrf, &callback),
         ));
     }
-    let loaded = app.sessions.load(&parts.headers);
+    let loaded = app.sessions.load(&parts.headers).await?;
+    let everywhere = form
+        .get("everywhere")
+        .or(query_param(parts.uri.query(), "everywhere").as_deref())
+        .is_some_and(|v| v == "1" || v == "true");
     let mut to = callback;
     if let Some(s) = &loaded.session {
-        tracing::info!(user = %s.claims.user_id(), "signed out");
+        if everywhere {
+            let Some(db) = app.sessions.database() else {
+                return Err(Error::BadRequest(
+                    "Signing out everywhere needs the database session strategy.",
+                ));
+            };
+            let n = db
+                .destroy_user(s.claims.email.as_deref(), s.claims.user_id())
+                .await?;
+            tracing::info!(user = %s.claims.user_id(), sessions = n, "signed out everywhere");
+        } else {
+            tracing::info!(user = %s.claims.user_id(), "signed out");
+        }
         if let Some(end) = oauth::end_session_url(app, &s.claims, &to) {
             to = end;
         }
     }
+    let cookies = app
+        .sessions
+        .destroy(&loaded, app.cookie_domain(client))
+        .await?;
     let mut r = go(&parts.headers, &to);
-    web::set_cookies(
-        &mut r,
-        app.sessions.clear(loaded.chunks, app.cookie_domain(client)),
-    );
+    web::set_cookies(&mut r, cookies);
     Ok(r)
 }
 
@@ -257,26 +277,20 @@ fn session_json(claims: &Claims) -> Value {
     json!({ "user": user, "expires": rfc3339(claims.exp) })
 }
 
-fn session(app: &App, headers: &HeaderMap, client: &ClientInfo) -> Response<Body> {
-    let loaded = app.sessions.load(headers);
-    let Some(mut s) = loaded.session else {
-        let mut r = web::json(StatusCode::OK, &Value::Null);
-        if loaded.present {
-            // A cookie that no longer opens: clear it.
-            web::set_cookies(
-                &mut r,
-                app.sessions.clear(loaded.chunks, app.cookie_domain(client)),
-            );
-        }
-        return r;
-    };
-    let cookies = s.needs_refresh.then(|| {
-        app.sessions
-            .issue(&mut s.claims, loaded.chunks, app.cookie_domain(client))
-    });
-    let mut r = web::json(StatusCode::OK, &session_json(&s.claims));
-    web::set_cookies(&mut r, cookies.into_iter().flatten());
-    r
+async fn session(
+    app: &App,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+) -> Result<Response<Body>, Error> {
+    let cur = current::current(app, headers, client).await?;
+    let body = cur
+        .session
+        .as_ref()
+        .map(|s| session_json(&s.claims))
+        .unwrap_or(Value::Null);
+    let mut r = web::json(StatusCode::OK, &body);
+    web::set_cookies(&mut r, cur.cookies);
+    Ok(r)
 }
 
 /// `POST {base}/session` (Auth.js `update()`): CSRF-checked re-issue.
@@ -306,13 +320,14 @@ async fn session_update(
             "The CSRF token is missing or wrong (MissingCSRF).",
         ));
     }
-    let loaded = app.sessions.load(&parts.headers);
+    let loaded = app.sessions.load(&parts.headers).await?;
     let Some(mut s) = loaded.session else {
         return Ok(web::json(StatusCode::OK, &Value::Null));
     };
     let cookies = app
         .sessions
-        .issue(&mut s.claims, loaded.chunks, app.cookie_domain(client));
+        .save(&mut s, loaded.chunks, app.cookie_domain(client))
+        .await?;
     let mut r = web::json(StatusCode::OK, &session_json(&s.claims));
     web::set_cookies(&mut r, cookies);
     Ok(r)

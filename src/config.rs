@@ -48,6 +48,8 @@ pub struct Config {
     pub headers: HeaderConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    /// Server-side state (Redis); required by the `database` strategy.
+    pub store: Option<crate::store::StoreConfig>,
     /// Set for the embedded demo: what to print at start.
     pub demo: Option<DemoInfo>,
 }
@@ -68,6 +70,8 @@ pub enum Upstream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStrategy {
     Jwt,
+    /// An opaque id in the cookie, the session in the store (revocable).
+    Database,
 }
 
 #[derive(Debug, Clone)]
@@ -314,6 +318,17 @@ pub fn demo(env: &(impl EnvSource + ?Sized)) -> Result<Config, ConfigError> {
     Ok(cfg)
 }
 
+/// A URL with its password (if any) replaced.
+fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("redacted"));
+            url.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
 /// The effective config as `portcullis check` prints it: every key with
 /// its value in force, secrets replaced by their count.
 pub fn effective(c: &Config) -> String {
@@ -342,7 +357,16 @@ pub fn effective(c: &Config) -> String {
         "secrets": format!("<{} redacted>", c.secrets.len()),
         "trusted_proxies": c.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "upstream": upstream,
-        "session": { "strategy": "jwt", "max_age": secs(c.session.max_age), "update_age": secs(c.session.update_age) },
+        "session": { "strategy": match c.session.strategy { SessionStrategy::Jwt => "jwt", SessionStrategy::Database => "database" },
+                     "max_age": secs(c.session.max_age), "update_age": secs(c.session.update_age) },
+        "store": c.store.as_ref().map(|s| json!({
+            "redis_url": match &s.redis {
+                crate::store::RedisTarget::Standalone(u) => redact_url(u),
+                crate::store::RedisTarget::Sentinel { sentinels, master, .. } => format!("redis+sentinel://{}/{master}", sentinels.join(",")),
+                crate::store::RedisTarget::Cluster { nodes, .. } => format!("redis+cluster://{}", nodes.join(",")),
+            },
+            "key_prefix": s.key_prefix, "timeout": secs(s.timeout), "ca_file": s.ca_file.as_ref().map(|p| p.display().to_string()),
+        })),
         "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains,
                      "flow_max_age": secs(c.cookies.flow_max_age), "max_flows": c.cookies.max_flows },
         "redirects": { "allowed_domains": c.redirect_domains },

@@ -22,5 +22,6 @@ pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod whoami;

@@ -16,9 +16,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use url::Url;
 
+use crate::authn::current::current;
 use crate::authz::{Decision, Target, evaluate, forward};
 use crate::http::cookies;
-use crate::http::forwarded::{ClientInfo, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::http::forwarded::{
+    ClientInfo, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, has_dot_segment,
+};
 use crate::http::{self as web, Body, Error, wants_html};
 use crate::state::App;
 
@@ -93,7 +96,11 @@ impl Proxy {
             return Error::BadRequest("The request path has dot segments.")
                 .respond(wants_html(req.headers()), &app.config.base_path);
         }
-        let loaded = app.sessions.load(req.headers());
+        let html = wants_html(req.headers());
+        let cur = match current(app, req.headers(), client).await {
+            Ok(c) => c,
+            Err(e) => return e.respond(html, &app.config.base_path),
+        };
         let target = Target {
             host: client.hostname(),
             path: req.uri().path(),
@@ -101,10 +108,9 @@ impl Proxy {
         };
         let decision = evaluate(
             &app.config.access,
-            loaded.session.as_ref().map(|s| &s.claims),
+            cur.session.as_ref().map(|s| &s.claims),
             &target,
         );
-        let html = wants_html(req.headers());
         match decision {
             Decision::Unauthenticated
                 if html
@@ -116,26 +122,22 @@ impl Proxy {
                     .path_and_query()
                     .map(|p| p.as_str())
                     .unwrap_or("/");
-                return web::redirect(&forward::signin_redirect(app, back));
+                let mut r = web::redirect(&forward::signin_redirect(app, back));
+                web::set_cookies(&mut r, cur.cookies);
+                return r;
             }
             Decision::Unauthenticated => {
-                return Error::Unauthenticated.respond(html, &app.config.base_path);
+                let mut r = Error::Unauthenticated.respond(html, &app.config.base_path);
+                web::set_cookies(&mut r, cur.cookies);
+                return r;
             }
             Decision::Forbidden => return Error::Forbidden.respond(html, &app.config.base_path),
             Decision::Public | Decision::Allow => {}
         }
         let headers = req.headers_mut();
         app.identity.strip(headers);
-        let mut refreshed = None;
-        if let (Decision::Allow, Some(mut s)) = (decision, loaded.session) {
+        if let (Decision::Allow, Some(s)) = (decision, &cur.session) {
             app.identity.set(headers, &s.claims);
-            if s.needs_refresh {
-                refreshed = Some(app.sessions.issue(
-                    &mut s.claims,
-                    loaded.chunks,
-                    app.cookie_domain(client),
-                ));
-            }
         }
         if !app.config.headers.pass_cookies {
             strip_our_cookies(headers, &app.names);
@@ -144,9 +146,7 @@ impl Proxy {
             Ok(r) => r,
             Err(e) => return e.respond(html, &app.config.base_path),
         };
-        if let Some(c) = refreshed {
-            web::set_cookies(&mut resp, c);
-        }
+        web::set_cookies(&mut resp, cur.cookies);
         resp
     }
 
@@ -282,14 +282,6 @@ fn set_forwarded(h: &mut HeaderMap, client: &ClientInfo) {
         None => h.remove(X_FORWARDED_HOST),
     };
     h.remove("forwarded");
-}
-
-/// A path segment that is `.` or `..`, also percent-encoded.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let s = seg.to_ascii_lowercase().replace("%2e", ".");
-        s == "." || s == ".."
-    })
 }
 
 /// The upstream may not set (or clear) Portcullis's cookies.

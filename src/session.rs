@@ -7,11 +7,13 @@
 //! `database` strategy adds a server-side one beside it.
 
 pub mod cookie;
+pub mod database;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::clock::UnixTime;
+use crate::store::StoreError;
 
 /// Clock skew allowed when checking `exp` (Auth.js allows 15 s).
 pub const CLOCK_SKEW: u64 = 15;
@@ -78,9 +80,111 @@ pub struct Session {
     pub claims: Claims,
     /// Re-issue the cookie (sliding expiry) on this response.
     pub needs_refresh: bool,
+    /// The opaque id (`database` strategy); `None` for `jwt`.
+    pub handle: Option<String>,
 }
 
-pub use cookie::CookieStore as SessionStore;
+/// What a request carried: the session, if any, and how its cookie was
+/// chunked (so a re-issue can clear what would go stale).
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub session: Option<Session>,
+    pub chunks: usize,
+    /// A session cookie was present (valid or not).
+    pub present: bool,
+}
+
+/// Where sessions live: the one entry point every handler uses.
+pub enum SessionStore {
+    /// `jwt`: everything in the sealed cookie.
+    Jwt(cookie::CookieStore),
+    /// `database`: an opaque id in the cookie, the session in Redis.
+    Database(database::DatabaseStore),
+}
+
+impl SessionStore {
+    /// The session on a request. `Err` only when the store is down: the
+    /// caller fails closed.
+    pub async fn load(&self, headers: &http::HeaderMap) -> Result<Loaded, StoreError> {
+        match self {
+            SessionStore::Jwt(s) => Ok(s.load(headers)),
+            SessionStore::Database(s) => s.load(headers).await,
+        }
+    }
+
+    /// Starts a session (sign-in); returns its `Set-Cookie` values.
+    pub async fn create(
+        &self,
+        claims: &mut Claims,
+        seen_chunks: usize,
+        domain: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            SessionStore::Jwt(s) => Ok(s.issue(claims, seen_chunks, domain)),
+            SessionStore::Database(s) => s.create(claims, seen_chunks, domain).await,
+        }
+    }
+
+    /// The cookie for a session whose expiry slides (`needs_refresh`).
+    pub fn slide(
+        &self,
+        session: &mut Session,
+        seen_chunks: usize,
+        domain: Option<&str>,
+    ) -> Vec<String> {
+        match self {
+            SessionStore::Jwt(s) => s.issue(&mut session.claims, seen_chunks, domain),
+            SessionStore::Database(s) => s.reissue(session, domain),
+        }
+    }
+
+    /// Persists changed claims (refreshed tokens, `update()`); returns the
+    /// cookies to send (a new JWE for `jwt`, none for `database`).
+    pub async fn save(
+        &self,
+        session: &mut Session,
+        seen_chunks: usize,
+        domain: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        match self {
+            SessionStore::Jwt(s) => Ok(s.issue(&mut session.claims, seen_chunks, domain)),
+            SessionStore::Database(s) => s.save(session).await.map(|()| Vec::new()),
+        }
+    }
+
+    /// Ends a session; returns the cookies that clear it.
+    pub async fn destroy(
+        &self,
+        loaded: &Loaded,
+        domain: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let clear = match self {
+            SessionStore::Jwt(s) => s.clear(loaded.chunks, domain),
+            SessionStore::Database(s) => {
+                if let Some(session) = &loaded.session {
+                    s.destroy(session).await?;
+                }
+                s.clear(loaded.chunks, domain)
+            }
+        };
+        Ok(clear)
+    }
+
+    /// The cookies that clear a dead session cookie.
+    pub fn clear(&self, seen_chunks: usize, domain: Option<&str>) -> Vec<String> {
+        match self {
+            SessionStore::Jwt(s) => s.clear(seen_chunks, domain),
+            SessionStore::Database(s) => s.clear(seen_chunks, domain),
+        }
+    }
+
+    pub fn database(&self) -> Option<&database::DatabaseStore> {
+        match self {
+            SessionStore::Jwt(_) => None,
+            SessionStore::Database(s) => Some(s),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,8 @@ pub struct App {
     pub sessions: SessionStore,
     pub csrf: Csrf,
     pub flows: Flows,
+    /// Single-flight state for access-token refreshes.
+    pub refresher: crate::authn::refresh::Refresher,
     /// Run-time state of each OIDC provider, by provider id.
     pub oidc: HashMap<String, Arc<OidcProvider>>,
     pub redirects: RedirectPolicy,
@@ -48,6 +50,8 @@ pub enum BuildError {
     Tls(String),
     #[error("provider {0}: {1}")]
     Provider(String, String),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 impl App {
@@ -60,7 +64,29 @@ impl App {
         upstream_override: Option<url::Url>,
     ) -> Result<Self, BuildError> {
         let names = CookieNames::new(&config.cookies);
-        let sessions = SessionStore::new(&config.secrets, &names, &config.session, clock.clone());
+        let jwt = || {
+            crate::session::cookie::CookieStore::new(
+                &config.secrets,
+                &names,
+                &config.session,
+                clock.clone(),
+            )
+        };
+        let sessions = match (config.session.strategy, &config.store) {
+            (crate::config::SessionStrategy::Database, Some(store)) => {
+                let redis =
+                    Arc::new(crate::store::redis::Redis::new(store).map_err(BuildError::Store)?);
+                SessionStore::Database(crate::session::database::DatabaseStore::new(
+                    redis,
+                    &store.key_prefix,
+                    &config.secrets,
+                    &names,
+                    &config.session,
+                    clock.clone(),
+                ))
+            }
+            _ => SessionStore::Jwt(jwt()),
+        };
         let csrf = Csrf::new(&config.secrets, &names);
         let flows = Flows::new(
             &config.secrets,
@@ -114,6 +140,7 @@ impl App {
             sessions,
             csrf,
             flows,
+            refresher: Default::default(),
             oidc,
             redirects,
             identity,
@@ -133,12 +160,19 @@ impl App {
         for p in self.oidc.values() {
             p.spawn_discovery(std::time::Duration::from_secs(3600));
         }
+        if let Some(db) = self.sessions.database() {
+            db.redis().spawn_health();
+        }
     }
 
     /// `/readyz`: started, and every OIDC provider's discovery is loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
             && self.oidc.values().all(|p| p.is_ready())
+            && self
+                .sessions
+                .database()
+                .is_none_or(|db| db.redis().is_healthy())
     }
 
     /// The scheme a request came in with when no trusted proxy says.

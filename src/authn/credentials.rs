@@ -44,13 +44,14 @@ pub(super) async fn sign_in(
             &error_target(app, ErrorCode::CredentialsSignin, &callback),
         ));
     };
-    Ok(establish(
+    establish(
         app,
         &parts.headers,
         client,
         claims_for(&user, provider),
         &callback,
-    ))
+    )
+    .await
 }
 
 async fn check_password(

@@ -45,6 +45,12 @@ pub(super) async fn start(
             &error_target(app, ErrorCode::MissingCsrf, &callback),
         ));
     }
+    // The flow cookie must stay well under 4 KiB: a huge target goes home.
+    let callback = if callback.as_str().len() > 1024 {
+        app.redirects.home()
+    } else {
+        callback
+    };
     let form_post = p.cfg.response_mode == ResponseMode::FormPost;
     let (flow, cookies) = app
         .flows
@@ -134,7 +140,7 @@ pub(super) async fn callback(
     };
     match complete(app, p, code, &flow.verifier, &flow.nonce, id).await {
         Ok(claims) => {
-            let mut r = establish(app, h, client, claims, &callback);
+            let mut r = establish(app, h, client, claims, &callback).await?;
             web::set_cookies(&mut r, clear);
             Ok(r)
         }

@@ -30,6 +30,20 @@ pub struct RawConfig {
     pub headers: RawHeaders,
     pub limits: RawLimits,
     pub log: RawLog,
+    pub store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    #[serde(deserialize_with = "opt_text")]
+    pub redis_url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub key_prefix: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub timeout: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -316,15 +316,44 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
 
     let strategy = match raw.session.strategy.as_deref().unwrap_or("jwt") {
         "jwt" => SessionStrategy::Jwt,
+        "database" => SessionStrategy::Database,
         other => {
             c.bad(
                 "session.strategy",
                 format!("unknown session strategy {other:?}"),
-                "use jwt (the database strategy comes with a store)",
+                "use jwt (stateless) or database (sessions in Redis)",
             );
             SessionStrategy::Jwt
         }
     };
+    let store = raw.store.redis_url.as_deref().and_then(|url| {
+        let redis = match crate::store::parse_redis_url(url) {
+            Ok(t) => t,
+            Err(e) => {
+                c.bad("store.redis_url", format!("{url:?}: {e}"), "write redis://host:6379/0, rediss://..., redis+sentinel://h1:26379,h2:26379/mymaster or redis+cluster://h1:6379,h2:6379");
+                return None;
+            }
+        };
+        let key_prefix = raw.store.key_prefix.clone().unwrap_or_else(|| "portcullis:".into());
+        if key_prefix.contains(['{', '}', ' ']) {
+            c.bad("store.key_prefix", "key_prefix may not contain braces or spaces (braces are Redis Cluster hash tags)", "use something like portcullis:");
+        }
+        let timeout = c.duration("store.timeout", raw.store.timeout.as_deref(), Duration::from_secs(2));
+        let ca_file = raw.store.ca_file.as_deref().map(resolve);
+        if let Some(ca) = &ca_file
+            && let Err(e) = std::fs::metadata(ca)
+        {
+            c.bad("store.ca_file", format!("cannot read {}: {e}", ca.display()), "point it at a PEM file of CA certificates");
+        }
+        Some(crate::store::StoreConfig { redis, key_prefix, timeout, ca_file })
+    });
+    if strategy == SessionStrategy::Database && store.is_none() && raw.store.redis_url.is_none() {
+        c.bad(
+            "session.strategy",
+            "the database strategy needs a store",
+            "set store.redis_url, like redis://127.0.0.1:6379",
+        );
+    }
     let max_age = c.duration(
         "session.max_age",
         raw.session.max_age.as_deref(),
@@ -599,6 +628,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         headers,
         limits,
         log,
+        store,
         demo: None,
     })
 }

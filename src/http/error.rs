@@ -116,6 +116,8 @@ pub enum Error {
     Unavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Who failed: drives the status class, the log level and (later) metrics.
@@ -135,9 +137,10 @@ impl Error {
             | Error::MethodNotAllowed
             | Error::BadRequest(_)
             | Error::PayloadTooLarge => Source::Client,
-            Error::UpstreamUnreachable(_) | Error::UpstreamTimeout | Error::Unavailable(_) => {
-                Source::Upstream
-            }
+            Error::UpstreamUnreachable(_)
+            | Error::UpstreamTimeout
+            | Error::Unavailable(_)
+            | Error::Store(_) => Source::Upstream,
             Error::Internal(_) => Source::Internal,
         }
     }
@@ -152,7 +155,7 @@ impl Error {
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -171,6 +174,9 @@ impl Error {
             }
             Error::UpstreamTimeout => "The application behind the sign-in did not answer in time.",
             Error::Unavailable(why) => why,
+            Error::Store(_) => {
+                "Sign-in is unavailable for a moment: the session store cannot be reached. Try again shortly."
+            }
             Error::Internal(_) => "Something went wrong on our side.",
         }
     }
@@ -185,7 +191,7 @@ impl Error {
             Error::PayloadTooLarge => "PayloadTooLarge",
             Error::UpstreamUnreachable(_) => "BadGateway",
             Error::UpstreamTimeout => "GatewayTimeout",
-            Error::Unavailable(_) => "Unavailable",
+            Error::Unavailable(_) | Error::Store(_) => "Unavailable",
             Error::Internal(_) => "Internal",
         }
     }

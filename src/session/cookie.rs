@@ -7,7 +7,7 @@
 
 use http::HeaderMap;
 
-use super::{Claims, Session};
+use super::{Claims, Loaded, Session};
 use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::crypto::jwe::JweKeys;
@@ -22,16 +22,6 @@ pub struct CookieStore {
     max_age: u64,
     update_age: u64,
     clock: Clock,
-}
-
-/// What a request carried: the session, if any, and how its cookie was
-/// chunked (so a re-issue can clear what would go stale).
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub session: Option<Session>,
-    pub chunks: usize,
-    /// A session cookie was present (valid or not).
-    pub present: bool,
 }
 
 impl CookieStore {
@@ -59,6 +49,7 @@ impl CookieStore {
             Session {
                 needs_refresh: now.saturating_sub(claims.iat) >= self.update_age,
                 claims,
+                handle: None,
             }
         });
         Loaded {

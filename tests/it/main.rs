@@ -14,5 +14,6 @@ mod oidc;
 mod oidc_forged;
 mod proxy;
 mod redirects;
+mod redis_fixture;
 mod sessions;
 mod signin;

@@ -7,6 +7,7 @@
 pub mod edge;
 pub mod fake_idp;
 pub mod idp;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

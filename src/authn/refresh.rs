@@ -1,0 +1,189 @@
+//! Access-token refresh (RFC 6749 §6), single-flight: concurrent requests
+//! of one session trigger one refresh, in this process (a lock per
+//! session) and across replicas (a short Redis lock; the others wait for
+//! the new record). A rotated refresh token is never lost: every waiter
+//! adopts the winner's tokens. A refresh the provider refuses ends the
+//! session (sign in again), it does not loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::config::AccessTokenHeader;
+use crate::crypto::{random_token, sha256_hex};
+use crate::providers::oidc::{OidcError, TokenSet};
+use crate::session::{Claims, Session};
+use crate::state::App;
+
+/// Refresh this long before the access token expires.
+const LEEWAY: u64 = 60;
+/// How long a Redis refresh lock lives (longer than any IdP call).
+const LOCK_MS: u64 = 15_000;
+
+pub enum Outcome {
+    Unchanged,
+    /// This request refreshed: save the session.
+    Refreshed,
+    /// Another request (or replica) refreshed; the session now has its tokens.
+    Adopted,
+    /// The provider refused the refresh token: the session is over.
+    Ended,
+}
+
+/// In-process single-flight state.
+#[derive(Default)]
+pub struct Refresher {
+    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// jwt: old refresh-token hash → the tokens it was exchanged for.
+    recent: Mutex<HashMap<String, (TokenSet, u64)>>,
+}
+
+fn due(app: &App, c: &Claims) -> bool {
+    app.config.headers.access_token != AccessTokenHeader::None
+        && c.refresh_token.is_some()
+        && c.expires_at.is_some_and(|e| app.clock.now() + LEEWAY >= e)
+}
+
+fn apply(c: &mut Claims, t: &TokenSet) {
+    if t.access_token.is_some() {
+        c.access_token.clone_from(&t.access_token);
+    }
+    if t.refresh_token.is_some() {
+        c.refresh_token.clone_from(&t.refresh_token);
+    }
+    if t.id_token.is_some() {
+        c.id_token.clone_from(&t.id_token);
+    }
+    c.expires_at = t.expires_at;
+}
+
+fn adopt(c: &mut Claims, fresh: &Claims) {
+    c.access_token.clone_from(&fresh.access_token);
+    c.refresh_token.clone_from(&fresh.refresh_token);
+    c.id_token.clone_from(&fresh.id_token);
+    c.expires_at = fresh.expires_at;
+}
+
+impl Refresher {
+    async fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().await;
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(key.to_string()).or_default().clone()
+    }
+}
+
+/// Refreshes `session`'s tokens if they are about to expire.
+pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
+    if !due(app, &session.claims) {
+        return Outcome::Unchanged;
+    }
+    let Some(provider) = session
+        .claims
+        .provider
+        .as_deref()
+        .and_then(|p| app.oidc.get(p))
+        .cloned()
+    else {
+        return Outcome::Unchanged;
+    };
+    let old_rt = session.claims.refresh_token.clone().unwrap_or_default();
+    let key = match &session.handle {
+        Some(id) => sha256_hex(id.as_bytes()),
+        None => sha256_hex(old_rt.as_bytes()),
+    };
+    let local = app.refresher.lock_for(&key).await;
+    let _held = local.lock().await;
+
+    // Someone in this process may have refreshed while we waited.
+    if let Some(db) = app.sessions.database() {
+        if let Ok(Some(fresh)) = db.reload(session).await
+            && !due(app, &fresh)
+        {
+            adopt(&mut session.claims, &fresh);
+            return Outcome::Adopted;
+        }
+    } else if let Some((tokens, at)) = app.refresher.recent.lock().await.get(&key).cloned()
+        && app.clock.now() < at + 60
+    {
+        apply(&mut session.claims, &tokens);
+        return Outcome::Adopted;
+    }
+
+    // Across replicas: one Redis lock per session; the others wait for the
+    // record to change.
+    let mut redis_lock = None;
+    if let Some(db) = app.sessions.database() {
+        let token = random_token(16);
+        let lock_key = db.lock_key(&key);
+        match db
+            .redis()
+            .cmd::<Option<String>>(
+                redis::cmd("SET")
+                    .arg(&lock_key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(LOCK_MS),
+            )
+            .await
+        {
+            Ok(Some(_)) => redis_lock = Some((lock_key, token)),
+            Ok(None) => {
+                for _ in 0..100 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Ok(Some(fresh)) = db.reload(session).await
+                        && !due(app, &fresh)
+                    {
+                        adopt(&mut session.claims, &fresh);
+                        return Outcome::Adopted;
+                    }
+                }
+                tracing::warn!(
+                    "token refresh by another replica did not finish in time; forwarding the current token"
+                );
+                return Outcome::Unchanged;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token refresh lock unavailable; forwarding the current token");
+                return Outcome::Unchanged;
+            }
+        }
+    }
+
+    let result = provider.refresh(&old_rt).await;
+    let outcome = match result {
+        Ok(tokens) => {
+            tracing::debug!(user = %session.claims.user_id(), "access token refreshed");
+            apply(&mut session.claims, &tokens);
+            if app.sessions.database().is_none() {
+                let mut recent = app.refresher.recent.lock().await;
+                let now = app.clock.now();
+                recent.retain(|_, (_, at)| now < *at + 60);
+                recent.insert(key, (tokens, now));
+            }
+            Outcome::Refreshed
+        }
+        Err(OidcError::Unavailable(why)) => {
+            tracing::warn!(error = %why, "token refresh failed: provider unavailable; forwarding the current token");
+            Outcome::Unchanged
+        }
+        Err(e) => {
+            tracing::info!(user = %session.claims.user_id(), reason = %e, "token refresh refused: session ended");
+            Outcome::Ended
+        }
+    };
+    if let (Some(db), Some((lock_key, token))) = (app.sessions.database(), redis_lock) {
+        // Save before releasing, so waiters see the new record.
+        if matches!(outcome, Outcome::Refreshed)
+            && let Err(e) = db.save(session).await
+        {
+            tracing::warn!(error = %e, "saving refreshed tokens failed");
+        }
+        db.unlock(&lock_key, &token).await;
+    }
+    outcome
+}

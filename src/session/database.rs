@@ -1,0 +1,386 @@
+//! The `database` strategy: the cookie holds only an opaque random id;
+//! the session lives in Redis, sealed (the same JWE as cookies, its own
+//! key), under the SHA-256 of the id, so a Redis dump hands out neither
+//! live cookies nor tokens. Sliding expiry costs one round trip: a Lua
+//! script reads the record and, once per `update_age`, extends it.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use super::{Claims, Loaded, Session};
+use crate::clock::{Clock, UnixTime};
+use crate::config::SessionConfig;
+use crate::crypto::jwe::JweKeys;
+use crate::crypto::{Secret, random_token, sha256_hex};
+use crate::http::cookies::{self, CookieNames, SameSite, SetCookie};
+use crate::store::StoreError;
+use crate::store::redis::Redis;
+
+/// Reads a session and, when its cookie is due for re-issue, records
+/// that and extends the record's life, in one round trip.
+/// KEYS[1] session key; ARGV: now, max_age, update_age.
+const LOAD: &str = r"
+local r = redis.call('HMGET', KEYS[1], 'd', 't')
+if not r[1] then return false end
+local due = 0
+if tonumber(ARGV[1]) - tonumber(r[2] or '0') >= tonumber(ARGV[3]) then
+  redis.call('HSET', KEYS[1], 't', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  due = 1
+end
+return {r[1], due}
+";
+
+/// What a record holds (sealed).
+#[derive(Serialize, Deserialize)]
+struct Record {
+    /// The id hash the record was written under: a record copied to
+    /// another key does not open there.
+    h: String,
+    c: Claims,
+    created: UnixTime,
+}
+
+/// One session as `portcullis sessions list` shows it: no secrets.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub id_hash_prefix: String,
+    pub user: String,
+    pub provider: Option<String>,
+    pub created: UnixTime,
+    pub expires_in_secs: i64,
+}
+
+pub struct DatabaseStore {
+    redis: Arc<Redis>,
+    keys: JweKeys,
+    prefix: String,
+    cookie: String,
+    secure: bool,
+    max_age: u64,
+    update_age: u64,
+    clock: Clock,
+    load: Script,
+    save: Script,
+}
+
+/// An id as we mint them: 43 base64url characters (256 bits).
+fn valid_id(id: &str) -> bool {
+    id.len() == 43
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl DatabaseStore {
+    pub fn new(
+        redis: Arc<Redis>,
+        prefix: &str,
+        secrets: &[Secret],
+        names: &CookieNames,
+        cfg: &SessionConfig,
+        clock: Clock,
+    ) -> Self {
+        DatabaseStore {
+            redis,
+            keys: JweKeys::derive(secrets, "portcullis.store.session"),
+            prefix: prefix.to_string(),
+            cookie: names.session.clone(),
+            secure: names.secure,
+            max_age: cfg.max_age.as_secs(),
+            update_age: cfg.update_age.as_secs(),
+            clock,
+            load: Script::new(LOAD),
+            save: Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'd', ARGV[1]) return 1 end return 0",
+            ),
+        }
+    }
+
+    pub fn redis(&self) -> &Arc<Redis> {
+        &self.redis
+    }
+
+    fn session_key(&self, hash: &str) -> String {
+        format!("{}s:{hash}", self.prefix)
+    }
+
+    /// The index of a user's sessions: by e-mail, else by provider and id.
+    fn user_key_for(&self, email: Option<&str>, user_id: &str) -> String {
+        let who = match email {
+            Some(e) => format!("email:{}", e.trim().to_ascii_lowercase()),
+            None => format!("id:{user_id}"),
+        };
+        format!("{}u:{}", self.prefix, sha256_hex(who.as_bytes()))
+    }
+
+    fn user_key(&self, c: &Claims) -> String {
+        self.user_key_for(c.email.as_deref(), c.user_id())
+    }
+
+    /// The index of sessions by provider subject (back-channel logout).
+    fn subject_key(&self, provider: &str, sub: &str) -> String {
+        format!(
+            "{}x:{}",
+            self.prefix,
+            sha256_hex(format!("{provider}\0{sub}").as_bytes())
+        )
+    }
+
+    fn seal(&self, hash: &str, claims: &Claims, created: UnixTime) -> String {
+        let rec = Record {
+            h: hash.to_string(),
+            c: claims.clone(),
+            created,
+        };
+        self.keys
+            .seal(&serde_json::to_vec(&rec).unwrap_or_default())
+    }
+
+    fn open(&self, hash: &str, sealed: &str) -> Option<Record> {
+        let rec: Record = serde_json::from_slice(&self.keys.open(sealed).ok()?).ok()?;
+        (rec.h == hash).then_some(rec)
+    }
+
+    fn set_cookie(&self, id: &str, domain: Option<&str>) -> String {
+        let exp = self.clock.now() + self.max_age;
+        SetCookie {
+            name: &self.cookie,
+            value: id,
+            expires: Some(exp),
+            max_age: None,
+            domain,
+            http_only: true,
+            secure: self.secure,
+            path: "/",
+            same_site: SameSite::Lax,
+        }
+        .render()
+    }
+
+    pub async fn load(&self, headers: &HeaderMap) -> Result<Loaded, StoreError> {
+        let (value, chunks) = cookies::get_chunked(headers, &self.cookie);
+        let present = value.is_some() || chunks > 0;
+        let Some(id) = value.filter(|v| valid_id(v)) else {
+            return Ok(Loaded {
+                session: None,
+                chunks,
+                present,
+            });
+        };
+        let hash = sha256_hex(id.as_bytes());
+        let now = self.clock.now();
+        let got: Option<(String, i64)> = self
+            .redis
+            .script(
+                &self.load,
+                &[&self.session_key(&hash)],
+                &[
+                    &now.to_string(),
+                    &self.max_age.to_string(),
+                    &self.update_age.to_string(),
+                ],
+            )
+            .await?;
+        let session = got.and_then(|(sealed, due)| {
+            let rec = self.open(&hash, &sealed)?;
+            let mut claims = rec.c;
+            // The record's life is the session's: `exp` follows it.
+            claims.exp = now + self.max_age;
+            Some(Session {
+                claims,
+                needs_refresh: due == 1,
+                handle: Some(id),
+            })
+        });
+        Ok(Loaded {
+            session,
+            chunks,
+            present,
+        })
+    }
+
+    /// Stores a new session; returns its cookie.
+    pub async fn create(
+        &self,
+        claims: &mut Claims,
+        seen_chunks: usize,
+        domain: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let id = random_token(32);
+        let hash = sha256_hex(id.as_bytes());
+        let now = self.clock.now();
+        claims.iat = now;
+        claims.exp = now + self.max_age;
+        claims.jti = None;
+        let key = self.session_key(&hash);
+        let user_key = self.user_key(claims);
+        let mut p = redis::pipe();
+        p.cmd("HSET")
+            .arg(&key)
+            .arg("d")
+            .arg(self.seal(&hash, claims, now))
+            .arg("t")
+            .arg(now)
+            .ignore();
+        p.cmd("EXPIRE").arg(&key).arg(self.max_age).ignore();
+        p.cmd("SADD").arg(&user_key).arg(&hash).ignore();
+        p.cmd("EXPIRE").arg(&user_key).arg(self.max_age).ignore();
+        if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
+            let sk = self.subject_key(provider, sub);
+            p.cmd("SADD").arg(&sk).arg(&hash).ignore();
+            p.cmd("EXPIRE").arg(&sk).arg(self.max_age).ignore();
+        }
+        self.redis.pipe::<()>(&p).await?;
+        let mut out = vec![self.set_cookie(&id, domain)];
+        for i in 0..seen_chunks {
+            out.push(cookies::clear(
+                &format!("{}.{i}", self.cookie),
+                domain,
+                self.secure,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `Set-Cookie` values that delete the id cookie (and stale chunks).
+    pub fn clear(&self, seen_chunks: usize, domain: Option<&str>) -> Vec<String> {
+        let mut out = vec![cookies::clear(&self.cookie, domain, self.secure)];
+        for i in 0..seen_chunks {
+            out.push(cookies::clear(
+                &format!("{}.{i}", self.cookie),
+                domain,
+                self.secure,
+            ));
+        }
+        out
+    }
+
+    /// Re-issues the cookie (its expiry slides; the record already did).
+    pub fn reissue(&self, session: &Session, domain: Option<&str>) -> Vec<String> {
+        session
+            .handle
+            .as_deref()
+            .map(|id| vec![self.set_cookie(id, domain)])
+            .unwrap_or_default()
+    }
+
+    /// Writes changed claims (refreshed tokens, `update()`), keeping the TTL.
+    pub async fn save(&self, session: &Session) -> Result<(), StoreError> {
+        let Some(id) = &session.handle else {
+            return Ok(());
+        };
+        let hash = sha256_hex(id.as_bytes());
+        let sealed = self.seal(&hash, &session.claims, session.claims.iat);
+        // HSET keeps the key's TTL; XX-like guard: only if it still exists.
+        let key = self.session_key(&hash);
+        self.redis
+            .script::<i64>(&self.save, &[&key], &[&sealed])
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads the current record again (after another request refreshed it).
+    pub async fn reload(&self, session: &Session) -> Result<Option<Claims>, StoreError> {
+        let Some(id) = &session.handle else {
+            return Ok(None);
+        };
+        let hash = sha256_hex(id.as_bytes());
+        let sealed: Option<String> = self
+            .redis
+            .cmd(redis::cmd("HGET").arg(self.session_key(&hash)).arg("d"))
+            .await?;
+        Ok(sealed.and_then(|s| self.open(&hash, &s)).map(|r| r.c))
+    }
+
+    /// The key of a session's refresh lock.
+    pub fn lock_key(&self, hash: &str) -> String {
+        format!("{}l:{hash}", self.prefix)
+    }
+
+    /// Releases a lock only if it is still ours (compare and delete).
+    pub async fn unlock(&self, key: &str, token: &str) {
+        let script = Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        if let Err(e) = self.redis.script::<i64>(&script, &[key], &[token]).await {
+            tracing::warn!(error = %e, "releasing a refresh lock failed (it expires by itself)");
+        }
+    }
+
+    /// Deletes one session (sign-out): the cookie is dead everywhere.
+    pub async fn destroy(&self, session: &Session) -> Result<(), StoreError> {
+        let Some(id) = &session.handle else {
+            return Ok(());
+        };
+        let hash = sha256_hex(id.as_bytes());
+        let mut p = redis::pipe();
+        p.cmd("DEL").arg(self.session_key(&hash)).ignore();
+        p.cmd("SREM")
+            .arg(self.user_key(&session.claims))
+            .arg(&hash)
+            .ignore();
+        self.redis.pipe::<()>(&p).await
+    }
+
+    async fn destroy_index(&self, index: &str) -> Result<usize, StoreError> {
+        let hashes: Vec<String> = self.redis.cmd(redis::cmd("SMEMBERS").arg(index)).await?;
+        let mut p = redis::pipe();
+        for h in &hashes {
+            p.cmd("DEL").arg(self.session_key(h));
+        }
+        p.cmd("DEL").arg(index).ignore();
+        let deleted: Vec<i64> = self.redis.pipe(&p).await?;
+        Ok(deleted.iter().filter(|d| **d > 0).count())
+    }
+
+    /// Ends every session of the user `claims` names (sign-out everywhere).
+    pub async fn destroy_user(
+        &self,
+        email: Option<&str>,
+        user_id: &str,
+    ) -> Result<usize, StoreError> {
+        self.destroy_index(&self.user_key_for(email, user_id)).await
+    }
+
+    /// Ends every session a provider subject has (back-channel logout).
+    pub async fn destroy_subject(&self, provider: &str, sub: &str) -> Result<usize, StoreError> {
+        self.destroy_index(&self.subject_key(provider, sub)).await
+    }
+
+    /// The user's live sessions, without any secret.
+    pub async fn list_user(&self, email: &str) -> Result<Vec<Summary>, StoreError> {
+        let index = self.user_key_for(Some(email), "");
+        let hashes: Vec<String> = self.redis.cmd(redis::cmd("SMEMBERS").arg(&index)).await?;
+        let mut out = Vec::new();
+        for h in hashes {
+            let key = self.session_key(&h);
+            let mut p = redis::pipe();
+            p.cmd("HGET").arg(&key).arg("d").cmd("TTL").arg(&key);
+            let (sealed, ttl): (Option<String>, i64) = self.redis.pipe(&p).await?;
+            match sealed.and_then(|s| self.open(&h, &s)) {
+                Some(rec) => out.push(Summary {
+                    id_hash_prefix: h.chars().take(12).collect(),
+                    user: rec
+                        .c
+                        .email
+                        .clone()
+                        .unwrap_or_else(|| rec.c.user_id().to_string()),
+                    provider: rec.c.provider.clone(),
+                    created: rec.created,
+                    expires_in_secs: ttl,
+                }),
+                None => {
+                    // Expired: prune the index.
+                    self.redis
+                        .cmd::<i64>(redis::cmd("SREM").arg(&index).arg(&h))
+                        .await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
