@@ -59,6 +59,12 @@ pub async fn route(
         )),
         "/forward-auth" => Ok(forward::forward_auth(app, &req, client).await),
         "/auth-request" => Ok(forward::auth_request(app, &req, client).await),
+        r if r.starts_with("/backchannel-logout/") => match m {
+            Method::POST => {
+                oauth::backchannel_logout(app, req, &r["/backchannel-logout/".len()..]).await
+            }
+            _ => Err(Error::MethodNotAllowed),
+        },
         r => match (r.strip_prefix("/signin/"), r.strip_prefix("/callback/")) {
             (Some(provider), _) if m == Method::POST => {
                 sign_in(app, req, client, provider, false).await

@@ -40,6 +40,30 @@ enum Cmd {
     HashPassword,
     /// Print a new random secret for `secrets:`.
     GenSecret,
+    /// Inspect or end users' sessions (`database` strategy).
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List a user's sessions (no ids or tokens are printed).
+    List {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// The user's e-mail address.
+        #[arg(long)]
+        user: String,
+    },
+    /// End every session of a user (sign out everywhere).
+    Revoke {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+    },
 }
 
 fn init_logs(format: LogFormat, level: &str) {
@@ -81,7 +105,41 @@ fn main() -> anyhow::Result<()> {
             println!("{}", config::secret::generate());
             Ok(())
         }
+        Cmd::Sessions { cmd } => sessions(cmd),
     }
+}
+
+fn sessions(cmd: SessionsCmd) -> anyhow::Result<()> {
+    let (SessionsCmd::List { config: path, user } | SessionsCmd::Revoke { config: path, user }) =
+        &cmd;
+    let cfg =
+        config::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let app = App::new(cfg, Clock::System, None)?;
+        let db = app
+            .sessions
+            .database()
+            .context("sessions are kept server-side only with session.strategy: database")?;
+        let email = portcullis::providers::credentials::normalize_email(user);
+        match cmd {
+            SessionsCmd::List { .. } => {
+                let list = db.list_user(&email).await?;
+                for s in &list {
+                    println!("{}", serde_json::to_string(s)?);
+                }
+                eprintln!("{} session(s) for {email}", list.len());
+            }
+            SessionsCmd::Revoke { .. } => {
+                let n = db.destroy_user(Some(&email), &email).await?;
+                eprintln!("ended {n} session(s) of {email}");
+            }
+        }
+        Ok(())
+    })
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {

@@ -240,3 +240,53 @@ pub(super) fn end_session_url(
     }
     Some(SafeRedirect::to_identity_provider(&url))
 }
+
+/// `POST {base}/backchannel-logout/{id}` (OpenID Connect Back-Channel
+/// Logout 1.0 §2.5): a valid logout token from the provider ends every
+/// session of its subject. Needs the `database` strategy: a stateless
+/// cookie cannot be recalled.
+pub(super) async fn backchannel_logout(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, Error> {
+    let p = provider(app, id)?;
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
+    let Some(db) = app.sessions.database() else {
+        let mut r = web::json(
+            http::StatusCode::NOT_IMPLEMENTED,
+            &serde_json::json!({"error": "unsupported", "error_description": "back-channel logout needs session.strategy: database"}),
+        );
+        r.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-store"),
+        );
+        return Ok(r);
+    };
+    let token = form.get("logout_token").unwrap_or("");
+    let claims = match p.verify_logout_token(token).await {
+        Ok(c) => c,
+        Err(OidcError::Unavailable(why)) => return Err(Error::UpstreamUnreachable(why)),
+        Err(e) => {
+            tracing::info!(provider = id, reason = %e, "back-channel logout token refused");
+            return Ok(web::json(
+                http::StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request", "error_description": "the logout token is not valid"}),
+            ));
+        }
+    };
+    let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
+    let ended = if sub.is_empty() {
+        0
+    } else {
+        db.destroy_subject(id, sub).await?
+    };
+    tracing::info!(provider = id, sessions = ended, "back-channel logout");
+    let mut r = Response::new(web::empty());
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(r)
+}

@@ -396,13 +396,31 @@ impl OidcProvider {
         token: &str,
         nonce: &str,
     ) -> Result<Map<String, Value>, OidcError> {
+        self.verify_jwt(token, Some(nonce), verify::verify).await
+    }
+
+    /// Verifies a back-channel logout token (Back-Channel Logout 1.0 §2.6).
+    pub async fn verify_logout_token(&self, token: &str) -> Result<Map<String, Value>, OidcError> {
+        self.verify_jwt(token, None, verify::verify_logout).await
+    }
+
+    async fn verify_jwt(
+        &self,
+        token: &str,
+        nonce: Option<&str>,
+        verify_fn: fn(
+            &str,
+            &Jwks,
+            &verify::Expect<'_>,
+        ) -> Result<Map<String, Value>, verify::VerifyError>,
+    ) -> Result<Map<String, Value>, OidcError> {
         let meta = self
             .meta
             .load_full()
             .ok_or_else(|| OidcError::Unavailable("discovery is not loaded".into()))?;
         let algorithms = self.algorithms(&meta);
         let check = |jwks: &Jwks| {
-            verify::verify(
+            verify_fn(
                 token,
                 jwks,
                 &verify::Expect {

@@ -7,6 +7,7 @@ mod support;
 
 mod browser;
 mod config_check;
+mod database;
 mod edge;
 mod forward_auth;
 mod idp_fixture;

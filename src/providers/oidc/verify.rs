@@ -10,7 +10,9 @@ use crate::crypto::{b64_decode, ct_eq};
 pub struct Expect<'a> {
     pub issuer: &'a str,
     pub client_id: &'a str,
-    pub nonce: &'a str,
+    /// The nonce of this sign-in; `None` for a logout token, which must
+    /// not carry one (Back-Channel Logout 1.0 §2.4).
+    pub nonce: Option<&'a str>,
     /// Algorithms this provider may sign with (config or discovery).
     pub algorithms: &'a [String],
     /// Audiences besides ours that we accept in `aud` (§3.1.3.7 step 3).
@@ -55,6 +57,32 @@ struct Header {
     kid: Option<String>,
     #[serde(default)]
     crit: Option<Value>,
+}
+
+/// The event a logout token carries (Back-Channel Logout 1.0 §2.4).
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Checks a back-channel logout token (§2.6): signed as an ID token, no
+/// nonce, the logout event, and a `sub` or `sid` to name the sessions.
+pub fn verify_logout(
+    token: &str,
+    jwks: &Jwks,
+    e: &Expect<'_>,
+) -> Result<Map<String, Value>, VerifyError> {
+    let claims = verify(token, jwks, e)?;
+    let event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .is_some_and(|ev| ev.get(BACKCHANNEL_EVENT).is_some_and(Value::is_object));
+    if !event || claims.get("jti").and_then(Value::as_str).is_none() {
+        return Err(VerifyError::Malformed);
+    }
+    if claims.get("sub").and_then(Value::as_str).is_none()
+        && claims.get("sid").and_then(Value::as_str).is_none()
+    {
+        return Err(VerifyError::Subject);
+    }
+    Ok(claims)
 }
 
 /// Checks `token` against `jwks` and `e`; returns its claims.
@@ -140,8 +168,15 @@ pub fn verify(token: &str, jwks: &Jwks, e: &Expect<'_>) -> Result<Map<String, Va
         return Err(VerifyError::IssuedAt);
     }
     // Step 11: the nonce we sent for this very sign-in.
-    let nonce = claims.get("nonce").and_then(Value::as_str).unwrap_or("");
-    if !ct_eq(nonce.as_bytes(), e.nonce.as_bytes()) || e.nonce.is_empty() {
+    let nonce = claims.get("nonce").and_then(Value::as_str);
+    let Some(expected) = e.nonce else {
+        return if nonce.is_some() {
+            Err(VerifyError::Nonce)
+        } else {
+            Ok(claims)
+        };
+    };
+    if !ct_eq(nonce.unwrap_or("").as_bytes(), expected.as_bytes()) || expected.is_empty() {
         return Err(VerifyError::Nonce);
     }
     if claims
