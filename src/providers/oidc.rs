@@ -408,11 +408,7 @@ impl OidcProvider {
         &self,
         token: &str,
         nonce: Option<&str>,
-        verify_fn: fn(
-            &str,
-            &Jwks,
-            &verify::Expect<'_>,
-        ) -> Result<Map<String, Value>, verify::VerifyError>,
+        verify_fn: verify::VerifyFn,
     ) -> Result<Map<String, Value>, OidcError> {
         let meta = self
             .meta

@@ -59,6 +59,9 @@ struct Header {
     crit: Option<Value>,
 }
 
+/// A check of a signed JWT: [`verify`] (ID tokens) or [`verify_logout`].
+pub type VerifyFn = fn(&str, &Jwks, &Expect<'_>) -> Result<Map<String, Value>, VerifyError>;
+
 /// The event a logout token carries (Back-Channel Logout 1.0 §2.4).
 const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
