@@ -51,6 +51,9 @@ pub struct Claims {
     pub id_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<UnixTime>,
+    /// When Portcullis refreshes the access token (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_at: Option<UnixTime>,
     #[serde(default)]
     pub iat: UnixTime,
     #[serde(default)]

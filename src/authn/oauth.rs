@@ -213,6 +213,7 @@ fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: T
         refresh_token: tokens.refresh_token.filter(|_| keep),
         id_token: tokens.id_token.filter(|_| keep),
         expires_at: tokens.expires_at.filter(|_| keep),
+        refresh_at: tokens.refresh_at.filter(|_| keep),
         ..Claims::default()
     }
 }

@@ -17,7 +17,8 @@ use crate::providers::oidc::{OidcError, TokenSet};
 use crate::session::{Claims, Session};
 use crate::state::App;
 
-/// Refresh this long before the access token expires.
+/// Refresh this long before the access token expires (when the session
+/// has no `refresh_at`, e.g. a cookie Auth.js made).
 const LEEWAY: u64 = 60;
 /// How long a Redis refresh lock lives (longer than any IdP call).
 const LOCK_MS: u64 = 15_000;
@@ -41,9 +42,12 @@ pub struct Refresher {
 }
 
 fn due(app: &App, c: &Claims) -> bool {
+    let at = c
+        .refresh_at
+        .or(c.expires_at.map(|e| e.saturating_sub(LEEWAY)));
     app.config.headers.access_token != AccessTokenHeader::None
         && c.refresh_token.is_some()
-        && c.expires_at.is_some_and(|e| app.clock.now() + LEEWAY >= e)
+        && at.is_some_and(|at| app.clock.now() >= at)
 }
 
 fn apply(c: &mut Claims, t: &TokenSet) {
@@ -57,6 +61,7 @@ fn apply(c: &mut Claims, t: &TokenSet) {
         c.id_token.clone_from(&t.id_token);
     }
     c.expires_at = t.expires_at;
+    c.refresh_at = t.refresh_at;
 }
 
 fn adopt(c: &mut Claims, fresh: &Claims) {
@@ -64,6 +69,7 @@ fn adopt(c: &mut Claims, fresh: &Claims) {
     c.refresh_token.clone_from(&fresh.refresh_token);
     c.id_token.clone_from(&fresh.id_token);
     c.expires_at = fresh.expires_at;
+    c.refresh_at = fresh.refresh_at;
 }
 
 impl Refresher {

@@ -122,6 +122,8 @@ pub struct TokenSet {
     pub refresh_token: Option<String>,
     pub id_token: Option<String>,
     pub expires_at: Option<u64>,
+    /// When to refresh: shortly before `expires_at`.
+    pub refresh_at: Option<u64>,
 }
 
 /// What a sign-in established about the user.
@@ -344,6 +346,12 @@ impl OidcProvider {
                 .get("expires_in")
                 .and_then(Value::as_u64)
                 .map(|e| self.clock.now() + e),
+            // Refresh a minute early, or a quarter of the lifetime for
+            // short-lived tokens (never on every request).
+            refresh_at: v
+                .get("expires_in")
+                .and_then(Value::as_u64)
+                .map(|e| self.clock.now() + e - (e / 4).min(60)),
         })
     }
 

@@ -16,5 +16,6 @@ mod oidc_forged;
 mod proxy;
 mod redirects;
 mod redis_fixture;
+mod refresh;
 mod sessions;
 mod signin;
