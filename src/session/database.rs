@@ -218,6 +218,7 @@ impl DatabaseStore {
         claims.jti = None;
         let key = self.session_key(&hash);
         let user_key = self.user_key(claims);
+        // One pipeline per key: in a cluster each key has its own slot.
         let mut p = redis::pipe();
         p.cmd("HSET")
             .arg(&key)
@@ -227,14 +228,17 @@ impl DatabaseStore {
             .arg(now)
             .ignore();
         p.cmd("EXPIRE").arg(&key).arg(self.max_age).ignore();
-        p.cmd("SADD").arg(&user_key).arg(&hash).ignore();
-        p.cmd("EXPIRE").arg(&user_key).arg(self.max_age).ignore();
-        if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
-            let sk = self.subject_key(provider, sub);
-            p.cmd("SADD").arg(&sk).arg(&hash).ignore();
-            p.cmd("EXPIRE").arg(&sk).arg(self.max_age).ignore();
-        }
         self.redis.pipe::<()>(&p).await?;
+        let mut indexes = vec![user_key];
+        if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
+            indexes.push(self.subject_key(provider, sub));
+        }
+        for index in indexes {
+            let mut p = redis::pipe();
+            p.cmd("SADD").arg(&index).arg(&hash).ignore();
+            p.cmd("EXPIRE").arg(&index).arg(self.max_age).ignore();
+            self.redis.pipe::<()>(&p).await?;
+        }
         let mut out = vec![self.set_cookie(&id, domain)];
         for i in 0..seen_chunks {
             out.push(cookies::clear(
@@ -317,24 +321,31 @@ impl DatabaseStore {
             return Ok(());
         };
         let hash = sha256_hex(id.as_bytes());
-        let mut p = redis::pipe();
-        p.cmd("DEL").arg(self.session_key(&hash)).ignore();
-        p.cmd("SREM")
-            .arg(self.user_key(&session.claims))
-            .arg(&hash)
-            .ignore();
-        self.redis.pipe::<()>(&p).await
+        self.redis
+            .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(&hash)))
+            .await?;
+        self.redis
+            .cmd::<i64>(
+                redis::cmd("SREM")
+                    .arg(self.user_key(&session.claims))
+                    .arg(&hash),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn destroy_index(&self, index: &str) -> Result<usize, StoreError> {
         let hashes: Vec<String> = self.redis.cmd(redis::cmd("SMEMBERS").arg(index)).await?;
-        let mut p = redis::pipe();
+        // One DEL per key (cluster slots differ); sign-out everywhere is rare.
+        let mut ended = 0;
         for h in &hashes {
-            p.cmd("DEL").arg(self.session_key(h));
+            ended += self
+                .redis
+                .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(h)))
+                .await?;
         }
-        p.cmd("DEL").arg(index).ignore();
-        let deleted: Vec<i64> = self.redis.pipe(&p).await?;
-        Ok(deleted.iter().filter(|d| **d > 0).count())
+        self.redis.cmd::<i64>(redis::cmd("DEL").arg(index)).await?;
+        Ok(usize::try_from(ended).unwrap_or(0))
     }
 
     /// Ends every session of the user `claims` names (sign-out everywhere).

@@ -8,6 +8,7 @@ mod support;
 mod browser;
 mod config_check;
 mod database;
+mod database_topologies;
 mod edge;
 mod forward_auth;
 mod idp_fixture;

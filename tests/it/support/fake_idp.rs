@@ -145,6 +145,25 @@ impl FakeIdp {
         self.state.lock().unwrap().issued.clone()
     }
 
+    /// A back-channel logout token for `sub`, signed with the published
+    /// key (`forge`: with a key the IdP does not publish); `edit` changes
+    /// the claims before signing.
+    pub fn logout_token(&self, sub: &str, forge: bool, edit: impl FnOnce(&mut Value)) -> String {
+        let s = self.state.lock().unwrap();
+        let t = now();
+        let mut claims = json!({
+            "iss": s.issuer, "aud": CLIENT_ID, "iat": t, "exp": t + 120, "jti": format!("jti-{t}-{sub}"), "sub": sub,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        });
+        edit(&mut claims);
+        let header = json!({"alg": "ES256", "kid": "k1", "typ": "logout+jwt"});
+        if forge {
+            Key::new("k1").sign(&header, &claims)
+        } else {
+            s.keys[0].sign(&header, &claims)
+        }
+    }
+
     pub fn token_calls(&self) -> usize {
         self.state.lock().unwrap().token_calls
     }
