@@ -202,15 +202,18 @@ fn cluster_with_replicas_fails_over() {
     assert_eq!(c.master_ports().len(), 3);
     assert_eq!(c.replica_ports().len(), 3);
 
-    assert_eq!(c.cli(&["SET", "sess:1", "alice"]), "OK");
-    let owner = c
-        .master_ports()
-        .into_iter()
-        .find(|p| c.cmd(*p, &["GET", "sess:1"]).is_ok())
-        .unwrap();
-    let mut conn = RedisConn::connect(owner, None).unwrap();
-    assert_eq!(conn.cmd(&["WAIT", "1", "1000"]).unwrap(), "1");
-    drop(conn);
+    // Write on the owning master and WAIT on that same connection: WAIT
+    // only covers the writes of the client that calls it.
+    let mut owner = None;
+    for p in c.master_ports() {
+        let mut conn = RedisConn::connect(p, None).unwrap();
+        if conn.cmd(&["SET", "sess:1", "alice"]).is_ok_and(|r| r == "OK") {
+            assert_eq!(conn.cmd(&["WAIT", "1", "5000"]).unwrap(), "1");
+            owner = Some(p);
+            break;
+        }
+    }
+    let owner = owner.expect("no master owns the slot of sess:1");
 
     c.kill_node(owner);
     let t0 = Instant::now();
