@@ -71,7 +71,7 @@ impl IdentityHeaders {
                 .filter(|k| k.as_str().contains('_'))
                 .filter(|k| {
                     let folded = k.as_str().replace('_', "-");
-                    self.strip.iter().any(|n| n.as_str() == folded) || folded == "authorization"
+                    self.strip.iter().any(|n| n.as_str() == folded)
                 })
                 .cloned()
                 .collect();

@@ -12,7 +12,7 @@ use super::form::Form;
 use super::{error_target, establish, go};
 use crate::http::forwarded::ClientInfo;
 use crate::http::redirect::SafeRedirect;
-use crate::http::{self as web, Body, Error, ErrorCode};
+use crate::http::{self as web, Body, Error, ErrorCode, wants_html};
 use crate::providers::oidc::{OidcError, OidcProvider, Profile, ResponseMode, TokenSet};
 use crate::session::Claims;
 use crate::state::App;
@@ -145,8 +145,10 @@ pub(super) async fn callback(
             Ok(r)
         }
         Err(OidcError::Unavailable(why)) => {
-            tracing::warn!(provider = id, error = %why, "identity provider unavailable during sign-in");
-            Err(Error::UpstreamUnreachable(why))
+            // The flow is spent either way (its code is single-use): clear it.
+            let mut r = Error::IdentityProvider(why).respond(wants_html(h), &app.config.base_path);
+            web::set_cookies(&mut r, clear);
+            Ok(r)
         }
         Err(e) => {
             let code = if matches!(e, OidcError::UnverifiedEmail) {

@@ -680,6 +680,24 @@ fn providers(
                         p.client_secret.is_some() || p.client_secret_file.is_some(),
                     ),
                     ("scopes", p.scopes.is_some()),
+                    ("response_mode", p.response_mode.is_some()),
+                    ("authorization_params", !p.authorization_params.is_empty()),
+                    ("algorithms", !p.algorithms.is_empty()),
+                    ("trusted_audiences", !p.trusted_audiences.is_empty()),
+                    (
+                        "insecure_accept_unverified_email",
+                        p.insecure_accept_unverified_email.is_some(),
+                    ),
+                    ("store_tokens", p.store_tokens.is_some()),
+                    ("ca_file", p.ca_file.is_some()),
+                    ("timeout", p.timeout.is_some()),
+                    (
+                        "claims",
+                        serde_json::to_value(&p.claims).is_ok_and(|v| {
+                            v.as_object()
+                                .is_some_and(|m| m.values().any(|x| !x.is_null()))
+                        }),
+                    ),
                 ];
                 if let Some((k, _)) = oidc_keys.iter().find(|(_, set)| *set) {
                     c.bad(

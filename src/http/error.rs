@@ -118,6 +118,8 @@ pub enum Error {
     Internal(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("identity provider unreachable: {0}")]
+    IdentityProvider(String),
 }
 
 /// Who failed: drives the status class, the log level and (later) metrics.
@@ -140,7 +142,8 @@ impl Error {
             Error::UpstreamUnreachable(_)
             | Error::UpstreamTimeout
             | Error::Unavailable(_)
-            | Error::Store(_) => Source::Upstream,
+            | Error::Store(_)
+            | Error::IdentityProvider(_) => Source::Upstream,
             Error::Internal(_) => Source::Internal,
         }
     }
@@ -153,7 +156,7 @@ impl Error {
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Error::UpstreamUnreachable(_) | Error::IdentityProvider(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Error::Unavailable(_) | Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -174,6 +177,9 @@ impl Error {
             }
             Error::UpstreamTimeout => "The application behind the sign-in did not answer in time.",
             Error::Unavailable(why) => why,
+            Error::IdentityProvider(_) => {
+                "The identity provider could not be reached. Try signing in again in a moment."
+            }
             Error::Store(_) => {
                 "Sign-in is unavailable for a moment: the session store cannot be reached. Try again shortly."
             }
@@ -192,6 +198,7 @@ impl Error {
             Error::UpstreamUnreachable(_) => "BadGateway",
             Error::UpstreamTimeout => "GatewayTimeout",
             Error::Unavailable(_) | Error::Store(_) => "Unavailable",
+            Error::IdentityProvider(_) => "IdentityProviderUnavailable",
             Error::Internal(_) => "Internal",
         }
     }

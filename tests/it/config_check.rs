@@ -229,3 +229,21 @@ fn kubernetes_service_link_variables_are_not_config() {
     let (code, _, err) = check(GOOD, &env);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn oidc_keys_on_a_credentials_provider_are_refused() {
+    for extra in [
+        "    response_mode: form_post\n",
+        "    algorithms: [RS256]\n",
+        "    claims:\n      email: mail\n",
+        "    store_tokens: false\n",
+    ] {
+        let yaml = GOOD.replace(
+            "    users_file: users.yaml\n",
+            &format!("    users_file: users.yaml\n{extra}"),
+        );
+        let (code, _, err) = check(&yaml, &[]);
+        assert_eq!(code, 2, "{extra}");
+        assert!(err.contains("is for oidc providers"), "{extra}: {err}");
+    }
+}

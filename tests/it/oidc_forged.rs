@@ -262,6 +262,17 @@ async fn a_slow_identity_provider_gives_a_clear_502_within_the_timeout() {
         t.elapsed()
     );
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.body.contains("identity provider could not be reached"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.contains(".flow.") && c.contains("Max-Age=0")),
+        "the spent flow cookie is cleared"
+    );
     assert!(!b.has_session());
 }
 

@@ -207,7 +207,10 @@ fn cluster_with_replicas_fails_over() {
     let mut owner = None;
     for p in c.master_ports() {
         let mut conn = RedisConn::connect(p, None).unwrap();
-        if conn.cmd(&["SET", "sess:1", "alice"]).is_ok_and(|r| r == "OK") {
+        if conn
+            .cmd(&["SET", "sess:1", "alice"])
+            .is_ok_and(|r| r == "OK")
+        {
             assert_eq!(conn.cmd(&["WAIT", "1", "5000"]).unwrap(), "1");
             owner = Some(p);
             break;
