@@ -64,13 +64,20 @@ impl Site {
     }
 
     async fn start_with(kind: Kind, extra: &str, users: Vec<TestUser>) -> Site {
-        let app = Upstream::start().await;
         let port = free_port();
-        let mut conf = Conf::default().public_url(&format!("http://127.0.0.1:{port}"));
+        let mut conf = Conf::default();
         conf.users = users;
         if !extra.is_empty() {
             conf = conf.extra(extra);
         }
+        Self::start_on(kind, port, conf).await
+    }
+
+    /// The edge on `port` (known beforehand, e.g. by an IdP's redirect
+    /// URI), Portcullis with `conf` and its public URL on the edge.
+    async fn start_on(kind: Kind, port: u16, conf: Conf) -> Site {
+        let app = Upstream::start().await;
+        let conf = conf.public_url(&format!("http://127.0.0.1:{port}"));
         let pc = Portcullis::start(conf).await;
         let vars = [
             ("PORTCULLIS", format!("127.0.0.1:{}", pc.port)),
@@ -574,4 +581,95 @@ async fn caddy_drops_the_checks_set_cookie_and_sessions_slide_on_portcullis_page
     let r = b.get(&site.url("/auth/session")).await;
     assert_eq!(r.json()["user"]["email"], ALICE.0);
     assert!(r.set_cookie("authjs.session-token").is_some());
+}
+
+// ---- OIDC through the edge, with the real oidc-provider ---------------------
+
+/// A person signs in with the real IdP through the edge: the app sends
+/// the browser to Portcullis's sign-in page (on the edge's origin), the
+/// button goes to the IdP, the IdP comes back to the edge's callback, and
+/// the app then receives the IdP user's identity with groups.
+async fn oidc_users_sign_in_through_the_edge(kind: Kind) {
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET, Idp, idp_login};
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(Idp::default_config(
+        &format!("{origin}/auth/callback/corp"),
+        &[&format!("{origin}/")],
+    ))
+    .await;
+    let item = format!(
+        "  - type: oidc\n    id: corp\n    name: Corp SSO\n    issuer: {}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    scopes: [openid, email, profile, groups]\n",
+        idp.issuer
+    );
+    let site = Site::start_on(kind, port, Conf::default().provider(&item)).await;
+    let mut ready = false;
+    for _ in 0..200 {
+        if Browser::api().get(&site.pc.url("/readyz")).await.status == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "{}", site.logs());
+
+    let mut b = Browser::new();
+    let r = b.get(&site.url("/reports?q=1")).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", site.logs());
+    let page = b.get(r.location()).await;
+    assert!(page.body.contains("Sign in with Corp SSO"), "{}", page.body);
+    let csrf = page.hidden("csrfToken").unwrap();
+    let back = page.hidden("callbackUrl").unwrap();
+    assert_eq!(back, site.url("/reports?q=1"));
+    let r = b
+        .post_form(
+            &site.url("/auth/signin/corp"),
+            &[("csrfToken", &csrf), ("callbackUrl", &back)],
+        )
+        .await;
+    assert!(
+        r.location().starts_with(&idp.issuer),
+        "{} {}",
+        r.status,
+        r.location()
+    );
+    let cb = idp_login(&mut b, r.location(), "alice")
+        .await
+        .location()
+        .to_string();
+    assert!(cb.starts_with(&site.url("/auth/callback/corp?")), "{cb}");
+    let r = b.get(&cb).await;
+    assert_eq!(r.location(), back, "{}", site.logs());
+    let r = b.get(&back).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
+    let got = site.app.last();
+    assert_eq!(got.uri, "/reports?q=1");
+    assert_eq!(got.header("x-auth-request-user"), Some("alice-sub"));
+    assert_eq!(
+        got.header("x-auth-request-email"),
+        Some("alice@example.com")
+    );
+    assert_eq!(got.header("x-auth-request-groups"), Some("admins,staff"));
+    assert_eq!(idp.counters().await["authorization_code"], 1);
+    // The IdP user signs out through the edge: the app is closed again.
+    let page = b.get(&site.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    b.post_form(
+        &site.url("/auth/signout"),
+        &[("csrfToken", &token), ("callbackUrl", "/")],
+    )
+    .await;
+    let r = Browser::api().get(&site.url("/reports")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!b.has_session());
+}
+
+#[tokio::test]
+async fn nginx_signs_oidc_users_in_with_the_real_provider() {
+    oidc_users_sign_in_through_the_edge(Kind::Nginx).await;
+}
+
+#[tokio::test]
+async fn caddy_signs_oidc_users_in_with_the_real_provider() {
+    oidc_users_sign_in_through_the_edge(Kind::Caddy).await;
 }
