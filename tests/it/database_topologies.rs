@@ -8,7 +8,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::support::fake_idp::FakeIdp;
-use crate::support::redis::{RedisCluster, RedisOpts, RedisSentinel, RedisServer};
+use crate::support::redis::{RedisCluster, RedisConn, RedisOpts, RedisSentinel, RedisServer};
 use crate::support::*;
 
 fn db_conf(redis_url: &str) -> Conf {
@@ -247,4 +247,72 @@ async fn back_channel_logout_ends_the_subjects_sessions() {
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_master_failover_keeps_sessions() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start_with_replicas)
+        .await
+        .unwrap();
+    let url = format!("redis+cluster://{}", cluster.addrs().join(","));
+    let pc = Portcullis::start(db_conf(&url)).await;
+    ready(&pc).await;
+    let alice = signed_in(&pc, ALICE.0).await;
+    // Find the master holding Alice's session; wait until its replica has it.
+    let key = cluster.keys("portcullis:s:*").pop().expect("a session key");
+    let owner = cluster
+        .master_ports()
+        .into_iter()
+        .find(|p| cluster.cmd(*p, &["EXISTS", &key]).is_ok_and(|r| r == "1"))
+        .expect("owner");
+    let mut replicated = false;
+    for _ in 0..100 {
+        let on_replica = cluster.replica_ports().iter().any(|p| {
+            // READONLY is per connection: ask on the same one.
+            RedisConn::connect(*p, None).is_ok_and(|mut c| {
+                c.cmd(&["READONLY"]).is_ok() && c.cmd(&["EXISTS", &key]).is_ok_and(|r| r == "1")
+            })
+        });
+        if on_replica {
+            replicated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(replicated, "the session never reached a replica");
+    cluster.kill_node(owner);
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster
+    })
+    .await
+    .unwrap();
+    let mut b = Browser::api();
+    b.jar = alice.jar.clone();
+    let mut back = false;
+    for _ in 0..100 {
+        let r = b.get(&pc.url("/auth/session")).await;
+        assert!(matches!(r.status.as_u16(), 200 | 503), "{}", r.status);
+        if r.status == StatusCode::OK {
+            assert_eq!(
+                r.json()["user"]["email"],
+                ALICE.0,
+                "the session was lost in the failover"
+            );
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "no recovery after the cluster failover:\n{}",
+        pc.logs()
+    );
+    let mut bob = signed_in(&pc, BOB.0).await;
+    assert_eq!(
+        bob.get(&pc.url("/auth/session")).await.json()["user"]["email"],
+        BOB.0
+    );
+    drop(cluster);
 }

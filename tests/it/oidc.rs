@@ -221,3 +221,52 @@ async fn sign_out_ends_the_provider_session_and_comes_back() {
     let r = b.get(&auth).await;
     assert!(r.location().contains("/interaction/"), "{}", r.location());
 }
+
+#[tokio::test]
+async fn configured_authorization_params_are_sent_and_only_those() {
+    let s = setup(
+        "    authorization_params:\n      prompt: login\n      login_hint: alice\n",
+        "",
+    )
+    .await;
+    let mut b = Browser::new();
+    let auth = start(&s, &mut b, "/").await;
+    let q: std::collections::HashMap<String, String> = url::Url::parse(&auth)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(q.get("prompt").map(String::as_str), Some("login"));
+    assert_eq!(q.get("login_hint").map(String::as_str), Some("alice"));
+    assert!(!q.contains_key("acr_values") && !q.contains_key("hd"));
+    // The real provider honours prompt=login: it asks for the password.
+    let cb = idp_login(&mut b, &auth, "alice")
+        .await
+        .location()
+        .to_string();
+    assert_eq!(b.get(&cb).await.location(), "/");
+}
+
+#[tokio::test]
+async fn store_tokens_false_keeps_only_the_identity_in_the_cookie() {
+    let s = setup("    store_tokens: false\n", "").await;
+    let mut b = Browser::new();
+    let auth = start(&s, &mut b, "/").await;
+    let cb = idp_login(&mut b, &auth, "alice")
+        .await
+        .location()
+        .to_string();
+    b.get(&cb).await;
+    let cookie = b.jar["authjs.session-token"].clone();
+    let (_, claims, _) = node(
+        &repo_root().join("tests/fixtures/authjs/jwt.mjs"),
+        &[],
+        &serde_json::json!({"op": "decode", "secret": SECRET, "salt": "authjs.session-token", "token": cookie}).to_string(),
+    );
+    let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
+    assert_eq!(claims["email"], "alice@example.com");
+    for k in ["access_token", "refresh_token", "id_token", "expires_at"] {
+        assert!(claims.get(k).is_none(), "{k} kept: {claims}");
+    }
+    assert!(cookie.len() < 1200, "cookie of {} bytes", cookie.len());
+}

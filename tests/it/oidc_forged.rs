@@ -325,3 +325,35 @@ async fn sign_out_ends_the_session_at_the_provider_too() {
     assert!(q["id_token_hint"].split('.').count() == 3);
     assert!(!b.has_session());
 }
+
+/// An IdP endpoint that redirects is an error, never a hop (SSRF).
+#[tokio::test]
+async fn provider_redirects_are_never_followed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = FakeIdp::start().await;
+    let to = format!("{}/.well-known/openid-configuration", target.issuer);
+    tokio::spawn(async move {
+        for _ in 0..200 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf).await;
+            let resp = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        }
+    });
+    let item = format!(
+        "  - type: oidc\n    id: fake\n    issuer: http://{addr}\n    client_id: c\n    client_secret: s\n    timeout: 1s\n"
+    );
+    let pc = Portcullis::start(Conf::default().provider(&item)).await;
+    assert!(pc.log_shows("answered 302").await, "{}", pc.logs());
+    assert_eq!(
+        Browser::api().get(&pc.url("/readyz")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

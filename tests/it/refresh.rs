@@ -162,6 +162,17 @@ async fn single_flight(database: bool, replicas: usize) {
         "every request forwarded the same, new token"
     );
     assert!(!tokens.contains(&first));
+    if let Some(redis) = &s._redis {
+        // Redis holds sealed records only: no access token, old or new.
+        let dump = redis.dump_all();
+        for t in tokens.iter().chain([&first]) {
+            assert!(
+                !dump.contains(t.as_str()),
+                "Redis holds an access token:\n{dump}"
+            );
+        }
+        assert!(!dump.contains("alice"), "{dump}");
+    }
     if !database {
         // jwt: every response carries the new tokens in a new cookie.
         assert!(
