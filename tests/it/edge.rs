@@ -65,8 +65,10 @@ impl Site {
 
     async fn start_with(kind: Kind, extra: &str, users: Vec<TestUser>) -> Site {
         let port = free_port();
-        let mut conf = Conf::default();
-        conf.users = users;
+        let mut conf = Conf {
+            users,
+            ..Conf::default()
+        };
         if !extra.is_empty() {
             conf = conf.extra(extra);
         }
