@@ -191,6 +191,7 @@ async fn establish(
     let provider = claims.provider.clone().unwrap_or_default();
     if !authz::allowed(&app.config.access, &claims) {
         tracing::info!(provider, user = %claims.user_id(), "sign-in refused by access rules: AccessDenied");
+        app.metrics.signin(&provider, "denied");
         return Ok(go(
             headers,
             &error_target(app, ErrorCode::AccessDenied, callback),
@@ -202,8 +203,14 @@ async fn establish(
         .create(&mut claims, seen, app.cookie_domain(client))
         .await?;
     tracing::info!(provider, user = %claims.user_id(), client_ip = %client.client_ip, "signed in");
+    app.metrics.signin(&provider, "success");
     let mut r = go(headers, callback);
     web::set_cookies(&mut r, cookies);
+    crate::http::Decided::mark(
+        &mut r,
+        crate::metrics::Outcome::None,
+        Some(claims.user_id()),
+    );
     Ok(r)
 }
 

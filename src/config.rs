@@ -48,6 +48,7 @@ pub struct Config {
     pub headers: HeaderConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
     /// Server-side state (Redis); required by the `database` strategy.
     pub store: Option<crate::store::StoreConfig>,
     /// Set for the embedded demo: what to print at start.
@@ -199,6 +200,21 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// One line per request (request id, route, decision, user, latency).
+    pub requests: bool,
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// A separate admin listener for `/metrics` (then not on the main one).
+    pub listen: Option<SocketAddr>,
+}
+
+impl MetricsConfig {
+    pub fn on_main_listener(&self) -> bool {
+        self.listen.is_none()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -381,7 +397,8 @@ pub fn effective(c: &Config) -> String {
                      "claims": h.claims.iter().map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>() },
         "limits": { "max_header_bytes": c.limits.max_header_bytes, "max_form_bytes": c.limits.max_form_bytes,
                     "header_read_timeout": secs(c.limits.header_read_timeout), "shutdown_grace": secs(c.limits.shutdown_grace) },
-        "log": { "format": match c.log.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.log.level },
+        "log": { "format": match c.log.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.log.level, "requests": c.log.requests },
+        "metrics": { "listen": c.metrics.listen.map(|a| a.to_string()) },
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -19,6 +19,17 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
 pub use error::{Error, ErrorCode};
+
+use crate::metrics::{Outcome, Route};
+
+/// `/metrics` in the Prometheus text format.
+pub fn metrics_response(app: &App) -> Response<Body> {
+    with_type(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        full(app.render_metrics()),
+    )
+}
 use forwarded::ClientInfo;
 
 use crate::state::App;
@@ -104,6 +115,128 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 
 /// Every request starts here.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let route = route_of(&app, req.uri().path());
+    let method = req.method().clone();
+    let path = if app.config.log.requests {
+        req.uri().path().to_string()
+    } else {
+        String::new()
+    };
+    let id = request_id(&app, &req, peer);
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), dispatch(&app, req, peer))
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    let info = resp.extensions_mut().remove::<Decided>();
+    let outcome = match &info {
+        Some(d) => d.outcome,
+        None if resp.status().is_server_error() => Outcome::Error,
+        None => Outcome::None,
+    };
+    let took = started.elapsed();
+    if !matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        app.metrics.request(route, outcome, took);
+    }
+    if app.config.log.requests && !matches!(path.as_str(), "/healthz" | "/readyz") {
+        tracing::info!(
+            target: "portcullis::request",
+            request_id = %id,
+            method = %method,
+            path,
+            route = route.as_str(),
+            decision = outcome.as_str(),
+            status = resp.status().as_u16(),
+            user = info.as_ref().and_then(|d| d.user.as_deref()).unwrap_or(""),
+            latency_ms = took.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    resp
+}
+
+/// Set on a response by the handler that decided: the request log and
+/// the metrics read it (and remove it).
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub outcome: Outcome,
+    /// The user id, when a session was involved.
+    pub user: Option<String>,
+}
+
+impl Decided {
+    pub fn mark(r: &mut Response<Body>, outcome: Outcome, user: Option<&str>) {
+        r.extensions_mut().insert(Decided {
+            outcome,
+            user: user.map(str::to_owned),
+        });
+    }
+}
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The id of the request being answered: on its log line, its error
+    /// page, the response, and the request to the upstream.
+    pub static REQUEST_ID: String;
+}
+
+/// A trusted proxy's `X-Request-Id` (if sane), else a new one: a random
+/// per-process prefix and a counter (no syscall per request).
+fn request_id(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    if forwarded::is_trusted(peer.ip(), &app.config.trusted_proxies)
+        && let Some(v) = req
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+        && !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return v.to_string();
+    }
+    let prefix = PREFIX.get_or_init(|| crate::crypto::random_token(6));
+    format!("{prefix}-{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The current request's id, or a fresh one outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| crate::crypto::random_token(9))
+}
+
+fn route_of(app: &App, path: &str) -> Route {
+    let Some(rest) = path
+        .strip_prefix(app.config.base_path.as_str())
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        return if app.proxy.is_some() && !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            Route::Proxy
+        } else {
+            Route::Other
+        };
+    };
+    match rest {
+        "/forward-auth" => Route::ForwardAuth,
+        "/auth-request" => Route::AuthRequest,
+        "/session" => Route::Session,
+        "/signout" => Route::SignOut,
+        r if r.starts_with("/callback/") => Route::Callback,
+        r if r == "/signin" || r.starts_with("/signin/") => Route::SignIn,
+        _ => Route::Other,
+    }
+}
+
+async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let app = app.clone();
     let client = ClientInfo::read(
         req.headers(),
         req.uri().host(),
@@ -120,6 +253,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             };
+        }
+        "/metrics" if app.config.metrics.on_main_listener() => {
+            return metrics_response(&app);
         }
         _ => {}
     }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod providers;
 pub mod proxy;
 pub mod server;

@@ -192,9 +192,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let public = cfg.public_url.clone();
     let app = Arc::new(App::new(cfg, Clock::System, upstream_override)?);
     app.start_background();
+    app.spawn_session_count();
     let listener = server::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    if let Some(admin) = app.config.metrics.listen {
+        let l = server::bind(admin)
+            .await
+            .with_context(|| format!("binding the metrics listener {admin}"))?;
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        tokio::spawn(server::run_admin(app.clone(), l));
+    }
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
     if let Some(d) = demo {

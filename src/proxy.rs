@@ -22,7 +22,8 @@ use crate::http::cookies;
 use crate::http::forwarded::{
     ClientInfo, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, has_dot_segment,
 };
-use crate::http::{self as web, Body, Error, wants_html};
+use crate::http::{self as web, Body, Decided, Error, wants_html};
+use crate::metrics::Outcome;
 use crate::state::App;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
@@ -124,16 +125,30 @@ impl Proxy {
                     .unwrap_or("/");
                 let mut r = web::redirect(&forward::signin_redirect(app, back));
                 web::set_cookies(&mut r, cur.cookies);
+                Decided::mark(&mut r, Outcome::Unauthenticated, None);
                 return r;
             }
             Decision::Unauthenticated => {
                 let mut r = Error::Unauthenticated.respond(html, &app.config.base_path);
                 web::set_cookies(&mut r, cur.cookies);
+                Decided::mark(&mut r, Outcome::Unauthenticated, None);
                 return r;
             }
-            Decision::Forbidden => return Error::Forbidden.respond(html, &app.config.base_path),
+            Decision::Forbidden => {
+                let mut r = Error::Forbidden.respond(html, &app.config.base_path);
+                Decided::mark(
+                    &mut r,
+                    Outcome::Forbidden,
+                    cur.session.as_ref().map(|s| s.claims.user_id()),
+                );
+                return r;
+            }
             Decision::Public | Decision::Allow => {}
         }
+        let user = match (decision, &cur.session) {
+            (Decision::Allow, Some(s)) => Some(s.claims.user_id().to_string()),
+            _ => None,
+        };
         let headers = req.headers_mut();
         app.identity.strip(headers);
         if let (Decision::Allow, Some(s)) = (decision, &cur.session) {
@@ -144,9 +159,23 @@ impl Proxy {
         }
         let mut resp = match self.forward(req, client, &app.names).await {
             Ok(r) => r,
-            Err(e) => return e.respond(html, &app.config.base_path),
+            Err(e) => {
+                let counter = if matches!(e, Error::UpstreamTimeout) {
+                    &app.metrics.upstream_timeouts
+                } else {
+                    &app.metrics.upstream_errors
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                e.respond(html, &app.config.base_path)
+            }
         };
         web::set_cookies(&mut resp, cur.cookies);
+        let outcome = if decision == Decision::Allow {
+            Outcome::Allow
+        } else {
+            Outcome::Public
+        };
+        Decided::mark(&mut resp, outcome, user.as_deref());
         resp
     }
 
@@ -171,6 +200,9 @@ impl Proxy {
             h.insert(HOST, host);
         }
         set_forwarded(h, client);
+        if let Ok(v) = HeaderValue::from_str(&web::current_request_id()) {
+            h.insert(web::X_REQUEST_ID, v);
+        }
         if let Some(proto) = &upgrade {
             h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(UPGRADE, proto.clone());

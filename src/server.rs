@@ -79,6 +79,30 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     }
 }
 
+/// The admin listener (`metrics.listen`): `/metrics` only.
+pub async fn run_admin(app: Arc<App>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let resp = if req.uri().path() == "/metrics" {
+                    crate::http::metrics_response(&app)
+                } else {
+                    crate::http::text(hyper::StatusCode::NOT_FOUND, "not found\n")
+                };
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     #[cfg(unix)]

@@ -28,6 +28,7 @@ pub struct App {
     pub sessions: SessionStore,
     pub csrf: Csrf,
     pub flows: Flows,
+    pub metrics: crate::metrics::Metrics,
     /// Single-flight state for access-token refreshes.
     pub refresher: crate::authn::refresh::Refresher,
     /// Run-time state of each OIDC provider, by provider id.
@@ -141,6 +142,7 @@ impl App {
             csrf,
             flows,
             refresher: Default::default(),
+            metrics: crate::metrics::Metrics::new(config.providers.iter().map(|p| p.id.clone())),
             oidc,
             redirects,
             identity,
@@ -163,6 +165,38 @@ impl App {
         if let Some(db) = self.sessions.database() {
             db.redis().spawn_health();
         }
+    }
+
+    /// Samples the number of stored sessions for `/metrics` every 30 s.
+    pub fn spawn_session_count(self: &Arc<Self>) {
+        if self.sessions.database().is_none() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(db) = me.sessions.database()
+                    && let Some(n) = db.count().await
+                {
+                    me.metrics
+                        .active_sessions
+                        .store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            }
+        });
+    }
+
+    /// `/metrics`: the request metrics and those of each dependency.
+    pub fn render_metrics(&self) -> String {
+        let mut deps: Vec<(String, &crate::metrics::Dependency)> = Vec::new();
+        if let Some(db) = self.sessions.database() {
+            deps.push(("redis".into(), &db.redis().stats));
+        }
+        for (id, p) in &self.oidc {
+            deps.push((format!("idp_{}", id.replace('-', "_")), p.stats()));
+        }
+        self.metrics.render(&deps)
     }
 
     /// `/readyz`: started, and every OIDC provider's discovery is loaded.

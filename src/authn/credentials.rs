@@ -39,6 +39,7 @@ pub(super) async fn sign_in(
     let password = form.get("password").unwrap_or("").to_string();
     let Some(user) = check_password(app, creds.clone(), email, password).await? else {
         tracing::info!(provider, client_ip = %client.client_ip, "sign-in failed: CredentialsSignin");
+        app.metrics.signin(provider, "failure");
         return Ok(go(
             &parts.headers,
             &error_target(app, ErrorCode::CredentialsSignin, &callback),

@@ -100,6 +100,14 @@ pub(super) async fn callback(
         .finish(h, params.get("state").unwrap_or(""), id)
         .await;
     let fail = |code: ErrorCode, callback: &SafeRedirect| {
+        app.metrics.signin(
+            id,
+            if code == ErrorCode::AccessDenied {
+                "denied"
+            } else {
+                "failure"
+            },
+        );
         let mut r = go(h, &error_target(app, code, callback));
         web::set_cookies(&mut r, clear.clone());
         r

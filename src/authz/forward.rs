@@ -20,7 +20,8 @@ use hyper::body::Incoming;
 use super::{Decision, Target, evaluate};
 use crate::authn::current::current;
 use crate::http::forwarded::{ClientInfo, EdgeProtocol, Original, has_dot_segment};
-use crate::http::{self as web, Body, Error, wants_html};
+use crate::http::{self as web, Body, Decided, Error, wants_html};
+use crate::metrics::Outcome;
 use crate::session::Session;
 use crate::state::App;
 
@@ -126,7 +127,8 @@ pub async fn forward_auth(
         Ok(c) => c,
         Err(e) => return e.respond(html, &app.config.base_path),
     };
-    match checked.decision {
+    let (outcome, user) = logged(&checked);
+    let mut r = match checked.decision {
         Decision::Public | Decision::Allow => allow(app, checked, false),
         Decision::Unauthenticated if html => {
             let to = signin_url(app, checked.original.as_ref());
@@ -141,7 +143,23 @@ pub async fn forward_auth(
         }
         Decision::Unauthenticated => Error::Unauthenticated.respond(false, &app.config.base_path),
         Decision::Forbidden => Error::Forbidden.respond(html, &app.config.base_path),
-    }
+    };
+    Decided::mark(&mut r, outcome, user.as_deref());
+    r
+}
+
+/// What the request log and metrics record for a check.
+fn logged(c: &Checked) -> (Outcome, Option<String>) {
+    let outcome = match c.decision {
+        Decision::Allow => Outcome::Allow,
+        Decision::Public => Outcome::Public,
+        Decision::Unauthenticated => Outcome::Unauthenticated,
+        Decision::Forbidden => Outcome::Forbidden,
+    };
+    (
+        outcome,
+        c.session.as_ref().map(|s| s.claims.user_id().to_string()),
+    )
 }
 
 pub async fn auth_request(
@@ -162,7 +180,8 @@ pub async fn auth_request(
             return r;
         }
     };
-    match checked.decision {
+    let (outcome, user) = logged(&checked);
+    let mut r = match checked.decision {
         Decision::Public | Decision::Allow => allow(app, checked, true),
         Decision::Unauthenticated => {
             let to = signin_url(app, checked.original.as_ref());
@@ -179,7 +198,9 @@ pub async fn auth_request(
             *r.status_mut() = StatusCode::FORBIDDEN;
             r
         }
-    }
+    };
+    Decided::mark(&mut r, outcome, user.as_deref());
+    r
 }
 
 /// The proxy's sign-in redirect for a browser: back to `relative` (the

@@ -31,6 +31,14 @@ pub struct RawConfig {
     pub limits: RawLimits,
     pub log: RawLog,
     pub store: RawStore,
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    #[serde(deserialize_with = "opt_text")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -214,6 +222,8 @@ pub struct RawLog {
     pub format: Option<String>,
     #[serde(deserialize_with = "opt_text")]
     pub level: Option<String>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub requests: Option<bool>,
 }
 
 /// A list, or a single string meaning a list of one: from the environment,

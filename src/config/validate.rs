@@ -16,7 +16,8 @@ use super::raw::{RawConfig, RawProvider};
 use super::source::Document;
 use super::{
     AccessConfig, AccessTokenHeader, Config, ConfigError, CookieConfig, HeaderConfig, Limits,
-    LogConfig, LogFormat, PathPattern, Problem, SessionConfig, SessionStrategy, Upstream, secret,
+    LogConfig, LogFormat, MetricsConfig, PathPattern, Problem, SessionConfig, SessionStrategy,
+    Upstream, secret,
 };
 use crate::providers::oidc::{ClaimMap, OidcConfig, ResponseMode};
 use crate::providers::{ProviderConfig, ProviderKind, credentials};
@@ -589,6 +590,16 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             }
         },
         level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
+        requests: raw.log.requests.unwrap_or(true),
+    };
+    let metrics = MetricsConfig {
+        listen: raw.metrics.listen.as_deref().and_then(|l| match l.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                c.bad("metrics.listen", format!("{l:?} is not an address:port"), "write it like 127.0.0.1:9090, or remove it to serve /metrics on the main listener");
+                None
+            }
+        }),
     };
     if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
         c.bad(
@@ -629,6 +640,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         limits,
         log,
         store,
+        metrics,
         demo: None,
     })
 }

@@ -206,7 +206,7 @@ impl Error {
     /// The response for this error: a page for browsers, JSON otherwise.
     pub fn respond(&self, wants_html: bool, base_path: &str) -> Response<Body> {
         let status = self.status();
-        let request_id = crate::crypto::random_token(9);
+        let request_id = super::current_request_id();
         match self.source() {
             Source::Client => {
                 tracing::debug!(%status, request_id, error = %self, "request refused")

@@ -208,6 +208,11 @@ impl OidcProvider {
         })
     }
 
+    /// Latency and failures of calls to this provider.
+    pub fn stats(&self) -> &crate::metrics::Dependency {
+        &self.outbound.stats
+    }
+
     pub fn metadata(&self) -> Option<Arc<Metadata>> {
         self.meta.load_full()
     }

@@ -52,6 +52,8 @@ impl OutboundError {
 pub struct Outbound {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// Call latency and failures, for `/metrics`.
+    pub stats: std::sync::Arc<crate::metrics::Dependency>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -85,10 +87,21 @@ impl Outbound {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https);
-        Ok(Outbound { client, timeout })
+        Ok(Outbound {
+            client,
+            timeout,
+            stats: Default::default(),
+        })
     }
 
     async fn send(&self, req: Request<Full<Bytes>>) -> Result<Value, OutboundError> {
+        let started = std::time::Instant::now();
+        let result = self.send_once(req).await;
+        self.stats.record(started, &result);
+        result
+    }
+
+    async fn send_once(&self, req: Request<Full<Bytes>>) -> Result<Value, OutboundError> {
         let url = req.uri().to_string();
         let fut = async {
             let resp = self

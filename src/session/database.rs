@@ -362,6 +362,37 @@ impl DatabaseStore {
         self.destroy_index(&self.subject_key(provider, sub)).await
     }
 
+    /// How many sessions the store holds (SCAN, bounded); `None` on a
+    /// cluster (SCAN there covers one node) or when the store is down.
+    pub async fn count(&self) -> Option<i64> {
+        if self.redis.is_cluster() {
+            return None;
+        }
+        let pattern = format!("{}s:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut n: i64 = 0;
+        for _ in 0..10_000 {
+            let (next, keys): (u64, Vec<String>) = self
+                .redis
+                .cmd(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await
+                .ok()?;
+            n += i64::try_from(keys.len()).unwrap_or(0);
+            cursor = next;
+            if cursor == 0 {
+                return Some(n);
+            }
+        }
+        Some(n)
+    }
+
     /// The user's live sessions, without any secret.
     pub async fn list_user(&self, email: &str) -> Result<Vec<Summary>, StoreError> {
         let index = self.user_key_for(Some(email), "");

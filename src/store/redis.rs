@@ -92,6 +92,8 @@ pub struct Redis {
     connecting: Mutex<()>,
     timeout: Duration,
     healthy: AtomicBool,
+    /// Command latency and failures, for `/metrics`.
+    pub stats: crate::metrics::Dependency,
 }
 
 fn tls_certs(cfg: &StoreConfig) -> Result<TlsCertificates, String> {
@@ -196,6 +198,7 @@ impl Redis {
             connecting: Mutex::new(()),
             timeout: cfg.timeout,
             healthy: AtomicBool::new(false),
+            stats: Default::default(),
         })
     }
 
@@ -264,6 +267,13 @@ impl Redis {
     }
 
     async fn run<T: FromRedisValue + Send>(&self, op: &Op<'_>) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.run_once(op).await;
+        self.stats.record(started, &result);
+        result
+    }
+
+    async fn run_once<T: FromRedisValue + Send>(&self, op: &Op<'_>) -> Result<T, StoreError> {
         for attempt in 0..2 {
             let mut c = self.conn().await?;
             match tokio::time::timeout(self.timeout, op.exec(&mut c)).await {
@@ -305,6 +315,10 @@ impl Redis {
         args: &[&str],
     ) -> Result<T, StoreError> {
         self.run(&Op::Script(script, keys, args)).await
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
     }
 
     pub fn is_healthy(&self) -> bool {

@@ -12,6 +12,7 @@ mod database_topologies;
 mod edge;
 mod forward_auth;
 mod idp_fixture;
+mod observability;
 mod oidc;
 mod oidc_forged;
 mod proxy;

@@ -174,7 +174,9 @@ impl Conf {
                 y.push('\n');
             }
         }
-        y += "log:\n  level: debug\n";
+        if !self.extra.iter().any(|e| e.starts_with("log:")) {
+            y += "log:\n  level: debug\n";
+        }
         for e in &self.extra {
             y += e.replace("{port}", &port.to_string()).as_str();
             if !e.ends_with('\n') {

@@ -1,0 +1,200 @@
+//! `/metrics` and the request log: what an operator alerts and debugs on.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::*;
+
+/// The value of one sample line (`name{labels} value`).
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_decision_and_sign_ins_by_outcome() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("access:\n  public_paths: [/public/*]\n"),
+    )
+    .await;
+    let mut b = Browser::new();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    b.sign_in(&pc.url(""), ALICE.0, "wrong", "/").await;
+    b.get(&pc.url("/app")).await;
+    b.get(&pc.url("/app")).await;
+    Browser::api().get(&pc.url("/app")).await;
+    Browser::api().get(&pc.url("/public/x")).await;
+    Browser::api()
+        .get_with(
+            &pc.url("/auth/forward-auth"),
+            &[
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "a.test"),
+                ("x-forwarded-uri", "/x"),
+            ],
+        )
+        .await;
+
+    let r = Browser::api().get(&pc.url("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let t = r.body;
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_requests_total{route=\"proxy\",decision=\"allow\"}"
+        ),
+        Some(2.0),
+        "{t}"
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_requests_total{route=\"proxy\",decision=\"unauthenticated\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_requests_total{route=\"proxy\",decision=\"public\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_requests_total{route=\"forward_auth\",decision=\"unauthenticated\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_signins_total{provider=\"credentials\",outcome=\"success\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_signins_total{provider=\"credentials\",outcome=\"failure\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "portcullis_request_duration_seconds_count{route=\"proxy\"}"
+        ),
+        Some(4.0)
+    );
+    // Every histogram's buckets are cumulative and end at the count.
+    let inf = sample(
+        &t,
+        "portcullis_request_duration_seconds_bucket{route=\"proxy\",le=\"+Inf\"}",
+    );
+    assert_eq!(inf, Some(4.0));
+    assert!(
+        !t.contains(SECRET) && !t.contains(ALICE.0),
+        "metrics carry no secrets or users"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_are_counted() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let pc = Portcullis::start(Conf::default().upstream(&dead)).await;
+    let mut b = Browser::api();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    assert_eq!(b.get(&pc.url("/x")).await.status, StatusCode::BAD_GATEWAY);
+    let t = Browser::api().get(&pc.url("/metrics")).await.body;
+    assert_eq!(
+        sample(&t, "portcullis_upstream_errors_total{kind=\"unreachable\"}"),
+        Some(1.0),
+        "{t}"
+    );
+}
+
+#[tokio::test]
+async fn one_json_log_line_per_request_with_an_id_shared_with_the_upstream() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("log:\n  format: json\n  level: info\n"),
+    )
+    .await;
+    let mut b = Browser::new();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    let r = b.get(&pc.url("/reports?token=should-not-be-logged")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let id = r
+        .header("x-request-id")
+        .expect("x-request-id on the response")
+        .to_string();
+    assert_eq!(
+        up.last().header("x-request-id"),
+        Some(id.as_str()),
+        "the upstream gets the same id"
+    );
+    assert!(pc.log_shows(&id).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = pc.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("\"route\""))
+        .unwrap_or_else(|| panic!("no request line for {id}:\n{logs}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let f = &v["fields"];
+    assert_eq!(f["route"], "proxy");
+    assert_eq!(f["decision"], "allow");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["user"], ALICE.0);
+    assert_eq!(f["path"], "/reports");
+    assert!(f["latency_ms"].as_f64().unwrap() >= 0.0);
+    for secret in [
+        "should-not-be-logged",
+        b.jar["authjs.session-token"].as_str(),
+        PASSWORD,
+        SECRET,
+    ] {
+        assert!(!logs.contains(secret), "the log holds {secret:?}");
+    }
+    // A trusted proxy's request id is kept.
+    let r = b
+        .get_with(&pc.url("/reports"), &[("x-request-id", "edge-1234")])
+        .await;
+    assert_eq!(r.header("x-request-id"), Some("edge-1234"));
+}
+
+#[tokio::test]
+async fn a_separate_admin_listener_serves_metrics_and_the_main_one_does_not() {
+    let up = Upstream::start().await;
+    let admin = free_port();
+    let pc = Portcullis::start(Conf::default().upstream(&up.url()).extra(&format!(
+        "metrics:\n  listen: 127.0.0.1:{admin}\naccess:\n  public_paths: [/metrics]\n"
+    )))
+    .await;
+    let r = Browser::api()
+        .get(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body.contains("portcullis_requests_total")
+            || r.body.contains("# TYPE portcullis_requests_total")
+    );
+    // On the main listener /metrics is the app's (proxied).
+    let r = Browser::api().get(&pc.url("/metrics")).await;
+    assert_eq!(r.header("x-upstream"), Some("yes"));
+}
