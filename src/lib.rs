@@ -20,6 +20,7 @@ pub mod identity;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -174,10 +174,10 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run(cfg))
+    rt.block_on(run(cfg, path))
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let upstream_override = match &cfg.upstream {
         Some(Upstream::Whoami { .. }) => {
             let addr = whoami::start(format!("{}/signout", cfg.base_path))
@@ -190,9 +190,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let demo = cfg.demo.clone();
     let public = cfg.public_url.clone();
-    let app = Arc::new(App::new(cfg, Clock::System, upstream_override)?);
+    let app = Arc::new(App::new(cfg, Clock::System, upstream_override.clone())?);
     app.start_background();
     app.spawn_session_count();
+    let apps: server::Apps = Arc::new(arc_swap::ArcSwap::new(app.clone()));
+    if let Some(path) = path {
+        tokio::spawn(portcullis::reload::watch(
+            apps.clone(),
+            path,
+            upstream_override,
+        ));
+    }
     let listener = server::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -201,7 +209,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the metrics listener {admin}"))?;
         tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
-        tokio::spawn(server::run_admin(app.clone(), l));
+        tokio::spawn(server::run_admin(apps.clone(), l));
     }
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
@@ -216,6 +224,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             d.email, d.password
         );
     }
-    server::run(app, listener, server::shutdown_signal()).await;
+    drop(app);
+    server::run(apps, listener, server::shutdown_signal()).await;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -38,8 +39,12 @@ fn builder(app: &App) -> auto::Builder<TokioExecutor> {
 
 /// Serves until `shutdown` resolves, then stops accepting and waits up to
 /// `limits.shutdown_grace` for in-flight requests to finish.
-pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    let builder = builder(&app);
+/// The running app, swapped whole by a config reload: each request uses
+/// the app current when it arrives; requests in flight finish on theirs.
+pub type Apps = Arc<ArcSwap<App>>;
+
+pub async fn run(apps: Apps, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let builder = builder(&apps.load());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -55,9 +60,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
+                let apps = apps.clone();
                 let svc = service_fn(move |req| {
-                    let app = app.clone();
+                    let app = apps.load_full();
                     async move { Ok::<_, Infallible>(crate::http::handle(app, req, peer).await) }
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
@@ -73,22 +78,23 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     tracing::info!("shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(app.config.limits.shutdown_grace) => {
+        () = tokio::time::sleep(apps.load().config.limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period ended with connections still open");
         }
     }
 }
 
 /// The admin listener (`metrics.listen`): `/metrics` only.
-pub async fn run_admin(app: Arc<App>, listener: TcpListener) {
+pub async fn run_admin(apps: Apps, listener: TcpListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
         };
-        let app = app.clone();
+        let apps = apps.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let app = apps.load_full();
                 let resp = if req.uri().path() == "/metrics" {
                     crate::http::metrics_response(&app)
                 } else {

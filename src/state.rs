@@ -172,9 +172,11 @@ impl App {
         if self.sessions.database().is_none() {
             return;
         }
-        let me = self.clone();
+        // A weak reference: the task ends when a reload replaced the app.
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
+                let Some(me) = weak.upgrade() else { return };
                 if let Some(db) = me.sessions.database()
                     && let Some(n) = db.count().await
                 {
@@ -182,6 +184,7 @@ impl App {
                         .active_sessions
                         .store(n, std::sync::atomic::Ordering::Relaxed);
                 }
+                drop(me);
                 tokio::time::sleep(std::time::Duration::from_secs(30)).await;
             }
         });

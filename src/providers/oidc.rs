@@ -254,23 +254,29 @@ impl OidcProvider {
 
     /// Loads discovery now and keeps retrying (1 s doubling to 60 s) until
     /// it works, then refreshes it every `refresh`.
+    /// The task holds a weak reference: it ends once the provider is
+    /// dropped (a config reload replaced it).
     pub fn spawn_discovery(self: &Arc<Self>, refresh: Duration) {
-        let me = self.clone();
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
             loop {
-                match me.discover().await {
+                let Some(me) = weak.upgrade() else { return };
+                let pause = match me.discover().await {
                     Ok(()) => {
                         tracing::info!(issuer = %me.cfg.issuer, "OIDC discovery loaded");
                         backoff = Duration::from_secs(1);
-                        tokio::time::sleep(refresh).await;
+                        refresh
                     }
                     Err(e) => {
                         tracing::warn!(issuer = %me.cfg.issuer, error = %e, retry_in = ?backoff, "OIDC discovery failed");
-                        tokio::time::sleep(backoff).await;
+                        let b = backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(60));
+                        b
                     }
-                }
+                };
+                drop(me);
+                tokio::time::sleep(pause).await;
             }
         });
     }

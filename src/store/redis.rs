@@ -326,11 +326,13 @@ impl Redis {
     }
 
     /// Pings every second; `/readyz` reads the result.
+    /// The task ends once the handle is dropped (a config reload).
     pub fn spawn_health(self: &Arc<Self>) {
-        let me = self.clone();
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut was = None;
             loop {
+                let Some(me) = weak.upgrade() else { return };
                 let ok = me.cmd::<String>(&redis::cmd("PING")).await.is_ok();
                 me.healthy.store(ok, Ordering::Relaxed);
                 if was != Some(ok) {
@@ -343,6 +345,7 @@ impl Redis {
                     }
                     was = Some(ok);
                 }
+                drop(me);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });

@@ -198,3 +198,59 @@ async fn a_separate_admin_listener_serves_metrics_and_the_main_one_does_not() {
     let r = Browser::api().get(&pc.url("/metrics")).await;
     assert_eq!(r.header("x-upstream"), Some("yes"));
 }
+
+/// A reload applies a good config without a restart; a bad one is
+/// refused with a log line and the old one keeps serving.
+#[tokio::test]
+async fn config_reload_applies_good_configs_and_refuses_bad_ones() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let mut api = Browser::api();
+    assert_eq!(
+        api.get(&pc.url("/open/x")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let path = pc.dir.path().join("portcullis.yaml");
+    let original = std::fs::read_to_string(&path).unwrap();
+
+    // A good change, applied on SIGHUP.
+    std::fs::write(
+        &path,
+        format!("{original}access:\n  public_paths: [/open/*]\n"),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(pc.log_shows("config reloaded").await, "{}", pc.logs());
+    assert_eq!(api.get(&pc.url("/open/x")).await.status, StatusCode::OK);
+
+    // A bad change (found by the file watcher): refused, the old config serves on.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(
+        &path,
+        format!("{original}access:\n  public_paths: [no-slash]\n"),
+    )
+    .unwrap();
+    assert!(pc.log_shows("config reload refused").await, "{}", pc.logs());
+    assert_eq!(api.get(&pc.url("/open/x")).await.status, StatusCode::OK);
+    assert!(
+        pc.logs().contains("access.public_paths[0]"),
+        "the log names the key"
+    );
+    // Sessions survive reloads (same secret).
+    let mut b = Browser::new();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    std::fs::write(
+        &path,
+        format!("{original}access:\n  public_paths: [/open/*, /more/*]\n"),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pc.pid().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.get(&pc.url("/app")).await.status, StatusCode::OK);
+}
