@@ -254,7 +254,9 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             };
         }
-        "/metrics" if app.config.metrics.on_main_listener() => {
+        // On the main listener only for trusted peers (loopback by default):
+        // request counts are nobody else's business. Else it is the app's path.
+        "/metrics" if app.config.metrics.on_main_listener() && client.trusted => {
             return metrics_response(&app);
         }
         _ => {}

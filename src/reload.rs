@@ -4,7 +4,7 @@
 //! config is refused with a log line and the old app keeps serving.
 //! Listen addresses and log settings change only with a restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,7 @@ use crate::state::App;
 /// How long a new app may take to become ready before the reload is refused.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
+fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
@@ -52,7 +52,7 @@ pub async fn watch(apps: Apps, path: PathBuf, upstream_override: Option<url::Url
 }
 
 /// One reload attempt; returns whether the new config is now serving.
-pub async fn reload(apps: &Apps, path: &PathBuf, upstream_override: Option<url::Url>) -> bool {
+pub async fn reload(apps: &Apps, path: &Path, upstream_override: Option<url::Url>) -> bool {
     let cfg = match config::load(path, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {

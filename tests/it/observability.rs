@@ -254,3 +254,21 @@ async fn config_reload_applies_good_configs_and_refuses_bad_ones() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(b.get(&pc.url("/app")).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn metrics_on_the_main_listener_are_for_trusted_peers_only() {
+    let up = Upstream::start().await;
+    // Loopback is not trusted here: /metrics is then the app's path.
+    let pc = Portcullis::start(
+        Conf::default()
+            .upstream(&up.url())
+            .extra("trusted_proxies: [10.9.9.9]\naccess:\n  public_paths: [/metrics]\n"),
+    )
+    .await;
+    let r = Browser::api().get(&pc.url("/metrics")).await;
+    assert_eq!(
+        r.header("x-upstream"),
+        Some("yes"),
+        "an untrusted peer read the metrics"
+    );
+}
