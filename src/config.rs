@@ -49,6 +49,8 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// Serve HTTPS (HTTP/2 by ALPN) with these files, reloaded on change.
+    pub tls: Option<TlsFiles>,
     /// Server-side state (Redis); required by the `database` strategy.
     pub store: Option<crate::store::StoreConfig>,
     /// Set for the embedded demo: what to print at start.
@@ -61,6 +63,8 @@ pub enum Upstream {
     Url {
         url: Url,
         ca_file: Option<PathBuf>,
+        /// mTLS: the certificate and key Portcullis presents to the upstream.
+        client_identity: Option<(PathBuf, PathBuf)>,
         connect_timeout: Duration,
         timeout: Duration,
     },
@@ -202,6 +206,12 @@ pub struct LogConfig {
     pub level: String,
     /// One line per request (request id, route, decision, user, latency).
     pub requests: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Where `/metrics` is served.
@@ -358,10 +368,13 @@ pub fn effective(c: &Config) -> String {
         Some(Upstream::Url {
             url,
             ca_file,
+            client_identity,
             connect_timeout,
             timeout,
         }) => json!({
             "url": url.as_str(), "ca_file": ca_file.as_ref().map(|p| p.display().to_string()),
+            "client_cert_file": client_identity.as_ref().map(|(c, _)| c.display().to_string()),
+            "client_key_file": client_identity.as_ref().map(|(_, k)| k.display().to_string()),
             "connect_timeout": secs(*connect_timeout), "timeout": secs(*timeout),
         }),
     };
@@ -399,6 +412,7 @@ pub fn effective(c: &Config) -> String {
                     "header_read_timeout": secs(c.limits.header_read_timeout), "shutdown_grace": secs(c.limits.shutdown_grace) },
         "log": { "format": match c.log.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.log.level, "requests": c.log.requests },
         "metrics": { "listen": c.metrics.listen.map(|a| a.to_string()) },
+        "tls": c.tls.as_ref().map(|t| json!({ "cert_file": t.cert_file.display().to_string(), "key_file": t.key_file.display().to_string() })),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

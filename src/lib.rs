@@ -10,6 +10,8 @@
 //! ([`authn`]), the forward-auth endpoints ([`authz::forward`]) or proxies
 //! ([`proxy`]) after [`authz`] decided on the [`session`] it found.
 
+#![recursion_limit = "256"]
+
 pub mod authn;
 pub mod authz;
 pub mod clock;

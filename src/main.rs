@@ -188,6 +188,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         _ => None,
     };
     let listen = cfg.listen;
+    let cfg_tls = cfg.tls.is_some();
     let demo = cfg.demo.clone();
     let public = cfg.public_url.clone();
     let app = Arc::new(App::new(cfg, Clock::System, upstream_override.clone())?);
@@ -212,7 +213,8 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         tokio::spawn(server::run_admin(apps.clone(), l));
     }
     let addr = listener.local_addr()?;
-    tracing::info!("listening on http://{addr}");
+    let scheme = if cfg_tls { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
     if let Some(d) = demo {
         let open = if listen.port() == 0 {
             format!("http://{addr}/")
@@ -224,7 +226,18 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
             d.email, d.password
         );
     }
+    let tls = match &app.config.tls {
+        Some(files) => {
+            let cert = portcullis::tls::ReloadingCert::load(&files.cert_file, &files.key_file)
+                .map_err(anyhow::Error::msg)?;
+            cert.spawn_watch();
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                cert.server_config().map_err(anyhow::Error::msg)?,
+            )))
+        }
+        None => None,
+    };
     drop(app);
-    server::run(apps, listener, server::shutdown_signal()).await;
+    server::run(apps, listener, tls, server::shutdown_signal()).await;
     Ok(())
 }

@@ -51,6 +51,7 @@ impl Proxy {
     pub fn new(
         url: Url,
         ca_file: Option<&std::path::Path>,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<Self, String> {
@@ -59,7 +60,7 @@ impl Proxy {
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(ca_file)?)
+            .with_tls_config(crate::tls::client_config(ca_file, identity)?)
             .https_or_http()
             .enable_http1()
             .build();

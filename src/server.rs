@@ -43,9 +43,17 @@ fn builder(app: &App) -> auto::Builder<TokioExecutor> {
 /// the app current when it arrives; requests in flight finish on theirs.
 pub type Apps = Arc<ArcSwap<App>>;
 
-pub async fn run(apps: Apps, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown`; with `tls`, every connection is HTTPS (HTTP/2
+/// by ALPN), with a bounded handshake.
+pub async fn run(
+    apps: Apps,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = builder(&apps.load());
     let graceful = GracefulShutdown::new();
+    let handshake_timeout = apps.load().config.limits.header_read_timeout;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -65,11 +73,25 @@ pub async fn run(apps: Apps, listener: TcpListener, shutdown: impl Future<Output
                     let app = apps.load_full();
                     async move { Ok::<_, Infallible>(crate::http::handle(app, req, peer).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                match &tls {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+                        tokio::spawn(async move {
+                            let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                            let _ = watcher.watch(conn).await;
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }

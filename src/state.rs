@@ -113,16 +113,25 @@ impl App {
                 Some(Upstream::Url {
                     url,
                     ca_file,
+                    client_identity,
                     connect_timeout,
                     timeout,
                 }),
                 _,
             ) => Some(
-                Proxy::new(url.clone(), ca_file.as_deref(), *connect_timeout, *timeout)
-                    .map_err(BuildError::Tls)?,
+                Proxy::new(
+                    url.clone(),
+                    ca_file.as_deref(),
+                    client_identity
+                        .as_ref()
+                        .map(|(c, k)| (c.as_path(), k.as_path())),
+                    *connect_timeout,
+                    *timeout,
+                )
+                .map_err(BuildError::Tls)?,
             ),
             (Some(Upstream::Whoami { timeout }), Some(url)) => Some(
-                Proxy::new(url, None, std::time::Duration::from_secs(2), *timeout)
+                Proxy::new(url, None, None, std::time::Duration::from_secs(2), *timeout)
                     .map_err(BuildError::Tls)?,
             ),
             _ => None,

@@ -32,6 +32,16 @@ pub struct RawConfig {
     pub log: RawLog,
     pub store: RawStore,
     pub metrics: RawMetrics,
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    #[serde(deserialize_with = "opt_text")]
+    pub cert_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -61,6 +71,10 @@ pub struct RawUpstream {
     pub url: Option<String>,
     #[serde(deserialize_with = "opt_text")]
     pub ca_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub client_cert_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub client_key_file: Option<String>,
     #[serde(deserialize_with = "opt_text")]
     pub connect_timeout: Option<String>,
     #[serde(deserialize_with = "opt_text")]

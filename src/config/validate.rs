@@ -263,6 +263,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             .collect(),
     };
 
+    // The closure below borrows the collector; these wait until it is done.
+    let mut c_bad_later: Vec<(&str, String)> = Vec::new();
     let upstream = raw.upstream.as_ref().and_then(|u| {
         let connect_timeout = c.duration(
             "upstream.connect_timeout",
@@ -290,9 +292,32 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
                         "point it at a PEM file of CA certificates",
                     );
                 }
+                let client_identity =
+                    match (u.client_cert_file.as_deref(), u.client_key_file.as_deref()) {
+                        (Some(c), Some(k)) => {
+                            for (key, p) in [
+                                ("upstream.client_cert_file", c),
+                                ("upstream.client_key_file", k),
+                            ] {
+                                if let Err(e) = std::fs::metadata(resolve(p)) {
+                                    c_bad_later.push((key, format!("cannot read {p}: {e}")));
+                                }
+                            }
+                            Some((resolve(c), resolve(k)))
+                        }
+                        (None, None) => None,
+                        _ => {
+                            c_bad_later.push((
+                                "upstream.client_cert_file",
+                                "client_cert_file and client_key_file go together".into(),
+                            ));
+                            None
+                        }
+                    };
                 Some(Upstream::Url {
                     url,
                     ca_file,
+                    client_identity,
                     connect_timeout,
                     timeout,
                 })
@@ -307,6 +332,30 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             }
         }
     });
+    for (key, msg) in c_bad_later {
+        c.bad(key, msg, "point client_cert_file and client_key_file at the PEM files Portcullis presents to the upstream");
+    }
+    let tls = match (raw.tls.cert_file.as_deref(), raw.tls.key_file.as_deref()) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (resolve(cert), resolve(key));
+            if let Err(e) = crate::tls::ReloadingCert::load(&cert, &key) {
+                c.bad("tls.cert_file", e, "point tls.cert_file and tls.key_file at a PEM certificate chain and its private key");
+            }
+            Some(crate::config::TlsFiles {
+                cert_file: cert,
+                key_file: key,
+            })
+        }
+        _ => {
+            c.bad(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file go together",
+                "set both, or neither for plain HTTP",
+            );
+            None
+        }
+    };
     if raw.upstream.as_ref().is_some_and(|u| u.url.is_none()) {
         c.bad(
             "upstream.url",
@@ -641,6 +690,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         log,
         store,
         metrics,
+        tls,
         demo: None,
     })
 }

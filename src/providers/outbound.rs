@@ -80,7 +80,7 @@ impl Outbound {
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(ca_file)?)
+            .with_tls_config(crate::tls::client_config(ca_file, None)?)
             .https_or_http()
             .enable_http1()
             .build();

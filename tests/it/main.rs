@@ -21,3 +21,4 @@ mod redis_fixture;
 mod refresh;
 mod sessions;
 mod signin;
+mod tls;

@@ -100,6 +100,8 @@ pub struct Conf {
     pub public_url: Option<String>,
     pub upstream: Option<String>,
     pub upstream_ca: Option<PathBuf>,
+    /// mTLS: the certificate and key Portcullis presents to the upstream.
+    pub upstream_identity: Option<(PathBuf, PathBuf)>,
     pub secrets: Vec<String>,
     pub users: Vec<TestUser>,
     /// More entries of `providers:`, as YAML list items.
@@ -113,6 +115,7 @@ impl Default for Conf {
             public_url: None,
             upstream: None,
             upstream_ca: None,
+            upstream_identity: None,
             secrets: vec![SECRET.into()],
             users: vec![ALICE, BOB],
             providers: vec![],
@@ -128,6 +131,10 @@ impl Conf {
     }
     pub fn provider(mut self, item: &str) -> Self {
         self.providers.push(item.into());
+        self
+    }
+    pub fn upstream_identity(mut self, cert: &Path, key: &Path) -> Self {
+        self.upstream_identity = Some((cert.to_path_buf(), key.to_path_buf()));
         self
     }
     pub fn upstream_ca(mut self, ca: &Path) -> Self {
@@ -160,6 +167,13 @@ impl Conf {
         y += &format!("secrets: [{}]\n", self.secrets.join(", "));
         if let Some(u) = &self.upstream {
             y += &format!("upstream:\n  url: {u}\n  timeout: 3s\n  connect_timeout: 1s\n");
+            if let Some((c, k)) = &self.upstream_identity {
+                y += &format!(
+                    "  client_cert_file: {}\n  client_key_file: {}\n",
+                    c.display(),
+                    k.display()
+                );
+            }
             if let Some(ca) = &self.upstream_ca {
                 y += &format!("  ca_file: {}\n", ca.display());
             }
@@ -250,7 +264,7 @@ impl Portcullis {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on http://") {
+                if line.contains("listening on http") {
                     let _ = tx.send(line.clone());
                 }
                 let mut l = sink.lock().unwrap();
@@ -372,6 +386,35 @@ impl Upstream {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::start_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    /// Behind TLS that requires a client certificate signed by `client_ca`.
+    pub async fn start_mtls(cert: &Path, key: &Path, client_ca: &Path) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(client_ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
             .unwrap();
         Self::start_inner(Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
