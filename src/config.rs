@@ -206,6 +206,8 @@ pub struct LogConfig {
     pub level: String,
     /// One line per request (request id, route, decision, user, latency).
     pub requests: bool,
+    /// OTLP/HTTP collector for traces (cargo feature `otel`).
+    pub otlp_endpoint: Option<url::Url>,
 }
 
 #[derive(Debug, Clone)]
@@ -410,7 +412,8 @@ pub fn effective(c: &Config) -> String {
                      "claims": h.claims.iter().map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(v.clone()))).collect::<serde_json::Map<_, _>>() },
         "limits": { "max_header_bytes": c.limits.max_header_bytes, "max_form_bytes": c.limits.max_form_bytes,
                     "header_read_timeout": secs(c.limits.header_read_timeout), "shutdown_grace": secs(c.limits.shutdown_grace) },
-        "log": { "format": match c.log.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.log.level, "requests": c.log.requests },
+        "log": { "format": match c.log.format { LogFormat::Text => "text", LogFormat::Json => "json" }, "level": c.log.level, "requests": c.log.requests,
+                 "otlp_endpoint": c.log.otlp_endpoint.as_ref().map(url::Url::as_str) },
         "metrics": { "listen": c.metrics.listen.map(|a| a.to_string()) },
         "tls": c.tls.as_ref().map(|t| json!({ "cert_file": t.cert_file.display().to_string(), "key_file": t.key_file.display().to_string() })),
     });

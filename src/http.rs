@@ -124,6 +124,30 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         String::new()
     };
     let id = request_id(&app, &req, peer);
+    #[cfg(feature = "otel")]
+    let span = crate::otel::enabled().then(|| {
+        tracing::info_span!(
+            "request",
+            otel.name = %format!("{method} {}", route.as_str()),
+            http.request.method = %method,
+            url.path = %req.uri().path(),
+            http.route = route.as_str(),
+            http.response.status_code = tracing::field::Empty,
+            portcullis.decision = tracing::field::Empty,
+            portcullis.request_id = %id,
+            enduser.id = tracing::field::Empty,
+        )
+    });
+    #[cfg(feature = "otel")]
+    let mut resp = {
+        use tracing::Instrument as _;
+        let work = REQUEST_ID.scope(id.clone(), dispatch(&app, req, peer));
+        match &span {
+            Some(s) => work.instrument(s.clone()).await,
+            None => work.await,
+        }
+    };
+    #[cfg(not(feature = "otel"))]
     let mut resp = REQUEST_ID
         .scope(id.clone(), dispatch(&app, req, peer))
         .await;
@@ -137,6 +161,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
         None => Outcome::None,
     };
     let took = started.elapsed();
+    #[cfg(feature = "otel")]
+    if let Some(s) = &span {
+        s.record("http.response.status_code", resp.status().as_u16());
+        s.record("portcullis.decision", outcome.as_str());
+        if let Some(u) = info.as_ref().and_then(|d| d.user.as_deref()) {
+            s.record("enduser.id", u);
+        }
+    }
     if !matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
         app.metrics.request(route, outcome, took);
     }

@@ -20,6 +20,8 @@ pub mod crypto;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod providers;
 pub mod proxy;
 pub mod reload;

@@ -66,18 +66,41 @@ enum SessionsCmd {
     },
 }
 
-fn init_logs(format: LogFormat, level: &str) {
-    let filter = std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| level.to_string());
+/// Logs to stderr (text or JSON), plus OpenTelemetry export when built
+/// with `otel` and configured; returns what must be flushed at exit.
+fn init_logs(
+    log: &config::LogConfig,
+    runtime: &tokio::runtime::Handle,
+) -> Option<Box<dyn FnOnce() + Send>> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = std::env::var("PORTCULLIS_LOG").unwrap_or_else(|_| log.level.clone());
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    match format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
+    let fmt = match log.format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    if let Some(endpoint) = &log.otlp_endpoint {
+        match portcullis::otel::layer(endpoint.as_str(), runtime.clone()) {
+            Ok((layer, provider)) => {
+                registry.with(layer).init();
+                return Some(Box::new(move || {
+                    let _ = provider.shutdown();
+                }));
+            }
+            Err(e) => eprintln!("OpenTelemetry export disabled: {e}"),
+        }
     }
+    let _ = runtime;
+    registry.init();
+    None
 }
 
 fn main() -> anyhow::Result<()> {
@@ -168,13 +191,18 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logs(cfg.log.format, &cfg.log.level);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run(cfg, path))
+    let flush = init_logs(&cfg.log, rt.handle());
+    let result = rt.block_on(run(cfg, path));
+    if let Some(flush) = flush {
+        // The batch exporter's own thread sends through the runtime.
+        let _ = std::thread::spawn(flush).join();
+    }
+    result
 }
 
 async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {

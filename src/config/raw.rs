@@ -238,6 +238,8 @@ pub struct RawLog {
     pub level: Option<String>,
     #[serde(deserialize_with = "opt_bool")]
     pub requests: Option<bool>,
+    #[serde(deserialize_with = "opt_text")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// A list, or a single string meaning a list of one: from the environment,

@@ -640,7 +640,29 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         },
         level: raw.log.level.clone().unwrap_or_else(|| "info".into()),
         requests: raw.log.requests.unwrap_or(true),
+        otlp_endpoint: raw
+            .log
+            .otlp_endpoint
+            .as_deref()
+            .and_then(|e| match Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+                _ => {
+                    c.bad(
+                        "log.otlp_endpoint",
+                        format!("{e:?} is not an http(s) URL"),
+                        "write the collector's OTLP/HTTP base URL, like http://otel-collector:4318",
+                    );
+                    None
+                }
+            }),
     };
+    if log.otlp_endpoint.is_some() && !cfg!(feature = "otel") {
+        c.bad(
+            "log.otlp_endpoint",
+            "this build has no OpenTelemetry export",
+            "build with `cargo build --release --features otel`, or remove the key",
+        );
+    }
     let metrics = MetricsConfig {
         listen: raw.metrics.listen.as_deref().and_then(|l| match l.parse::<SocketAddr>() {
             Ok(a) => Some(a),

@@ -206,3 +206,34 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// A bare request/response client on the same stack (rustls, time
+/// limit, body cap, no redirects), for exporters that bring their own
+/// request (OTLP).
+#[derive(Clone, Debug)]
+pub struct RawClient(Outbound);
+
+impl RawClient {
+    pub fn new(timeout: Duration) -> Result<Self, String> {
+        Outbound::new(None, timeout).map(RawClient)
+    }
+
+    pub async fn send(
+        &self,
+        req: Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, Full::new(body));
+        let fut = async {
+            let resp = self.0.client.request(req).await?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_BODY).collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http::Response::from_parts(
+                parts, body,
+            ))
+        };
+        tokio::time::timeout(self.0.timeout, fut)
+            .await
+            .map_err(|_| "timed out")?
+    }
+}

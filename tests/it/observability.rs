@@ -272,3 +272,89 @@ async fn metrics_on_the_main_listener_are_for_trusted_peers_only() {
         "an untrusted peer read the metrics"
     );
 }
+
+/// With the `otel` feature and `log.otlp_endpoint`, each request is a span
+/// exported by OTLP/HTTP (protobuf) to the collector.
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn requests_are_exported_as_opentelemetry_spans() {
+    use http_body_util::BodyExt;
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    type Posts = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+    let got: Posts = Arc::default();
+    let sink = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let ctype = req
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            sink.lock().unwrap().push((path, ctype, body));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::new()),
+                            ))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let up = Upstream::start().await;
+    let pc = Portcullis::start_env(
+        Conf::default().upstream(&up.url()).extra(&format!(
+            "log:\n  level: info\n  otlp_endpoint: http://{collector}\n"
+        )),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    )
+    .await;
+    let mut b = Browser::new();
+    b.sign_in(&pc.url(""), ALICE.0, PASSWORD, "/").await;
+    assert_eq!(b.get(&pc.url("/traced")).await.status, StatusCode::OK);
+    let mut found = false;
+    for _ in 0..100 {
+        {
+            let g = got.lock().unwrap();
+            let traced = g.iter().any(|(p, c, body)| {
+                let text = String::from_utf8_lossy(body);
+                p == "/v1/traces"
+                    && c == "application/x-protobuf"
+                    && text.contains("GET proxy")
+                    && text.contains("/traced")
+                    && text.contains(ALICE.0)
+            });
+            if traced {
+                found = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        found,
+        "no span for GET /traced reached the collector: {} posts\n{}",
+        got.lock().unwrap().len(),
+        pc.logs()
+    );
+}
