@@ -118,6 +118,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
     let started = std::time::Instant::now();
     let route = route_of(&app, req.uri().path());
     let method = req.method().clone();
+    // Probes and scrapes are neither counted nor logged.
+    let probe = matches!(req.uri().path(), "/healthz" | "/readyz" | "/metrics")
+        && !matches!(route, Route::Proxy);
     let path = if app.config.log.requests {
         req.uri().path().to_string()
     } else {
@@ -169,10 +172,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> 
             s.record("enduser.id", u);
         }
     }
-    if !matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+    if !probe {
         app.metrics.request(route, outcome, took);
     }
-    if app.config.log.requests && !matches!(path.as_str(), "/healthz" | "/readyz") {
+    if app.config.log.requests && !probe {
         tracing::info!(
             target: "portcullis::request",
             request_id = %id,
@@ -288,7 +291,12 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
         }
         // On the main listener only for trusted peers (loopback by default):
         // request counts are nobody else's business. Else it is the app's path.
-        "/metrics" if app.config.metrics.on_main_listener() && client.trusted => {
+        // The end client (after trusted hops) must itself be trusted: an
+        // ingress forwarding someone else's request does not make it ours.
+        "/metrics"
+            if app.config.metrics.on_main_listener()
+                && forwarded::is_trusted(client.client_ip, &app.config.trusted_proxies) =>
+        {
             return metrics_response(&app);
         }
         _ => {}

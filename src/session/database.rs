@@ -1,8 +1,9 @@
 //! The `database` strategy: the cookie holds only an opaque random id;
 //! the session lives in Redis, sealed (the same JWE as cookies, its own
 //! key), under the SHA-256 of the id, so a Redis dump hands out neither
-//! live cookies nor tokens. Sliding expiry costs one round trip: a Lua
-//! script reads the record and, once per `update_age`, extends it.
+//! live cookies nor tokens. A request costs one `GET`: the cookie carries
+//! the time it was issued, so only once per `update_age` does a second
+//! command (`EXPIRE`) slide the record and a new cookie go out.
 
 use std::sync::Arc;
 
@@ -18,21 +19,6 @@ use crate::crypto::{Secret, random_token, sha256_hex};
 use crate::http::cookies::{self, CookieNames, SameSite, SetCookie};
 use crate::store::StoreError;
 use crate::store::redis::Redis;
-
-/// Reads a session and, when its cookie is due for re-issue, records
-/// that and extends the record's life, in one round trip.
-/// KEYS[1] session key; ARGV: now, max_age, update_age.
-const LOAD: &str = r"
-local r = redis.call('HMGET', KEYS[1], 'd', 't')
-if not r[1] then return false end
-local due = 0
-if tonumber(ARGV[1]) - tonumber(r[2] or '0') >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 't', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  due = 1
-end
-return {r[1], due}
-";
 
 /// What a record holds (sealed).
 #[derive(Serialize, Deserialize)]
@@ -63,8 +49,6 @@ pub struct DatabaseStore {
     max_age: u64,
     update_age: u64,
     clock: Clock,
-    load: Script,
-    save: Script,
 }
 
 /// An id as we mint them: 43 base64url characters (256 bits).
@@ -73,6 +57,16 @@ fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The cookie value `<id>.<issued at, hex>`: the id, and when this cookie
+/// was issued (a client can only make its own session slide sooner).
+fn parse_cookie(v: &str) -> Option<(&str, u64)> {
+    let (id, t) = v.split_once('.')?;
+    if !valid_id(id) || t.is_empty() || t.len() > 16 {
+        return None;
+    }
+    Some((id, u64::from_str_radix(t, 16).ok()?))
 }
 
 impl DatabaseStore {
@@ -93,10 +87,6 @@ impl DatabaseStore {
             max_age: cfg.max_age.as_secs(),
             update_age: cfg.update_age.as_secs(),
             clock,
-            load: Script::new(LOAD),
-            save: Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'd', ARGV[1]) return 1 end return 0",
-            ),
         }
     }
 
@@ -146,10 +136,12 @@ impl DatabaseStore {
     }
 
     fn set_cookie(&self, id: &str, domain: Option<&str>) -> String {
-        let exp = self.clock.now() + self.max_age;
+        let now = self.clock.now();
+        let exp = now + self.max_age;
+        let value = format!("{id}.{now:x}");
         SetCookie {
             name: &self.cookie,
-            value: id,
+            value: &value,
             expires: Some(exp),
             max_age: None,
             domain,
@@ -164,7 +156,7 @@ impl DatabaseStore {
     pub async fn load(&self, headers: &HeaderMap) -> Result<Loaded, StoreError> {
         let (value, chunks) = cookies::get_chunked(headers, &self.cookie);
         let present = value.is_some() || chunks > 0;
-        let Some(id) = value.filter(|v| valid_id(v)) else {
+        let Some((id, issued)) = value.as_deref().and_then(parse_cookie) else {
             return Ok(Loaded {
                 session: None,
                 chunks,
@@ -173,28 +165,29 @@ impl DatabaseStore {
         };
         let hash = sha256_hex(id.as_bytes());
         let now = self.clock.now();
-        let got: Option<(String, i64)> = self
-            .redis
-            .script(
-                &self.load,
-                &[&self.session_key(&hash)],
-                &[
-                    &now.to_string(),
-                    &self.max_age.to_string(),
-                    &self.update_age.to_string(),
-                ],
-            )
-            .await?;
-        let session = got.and_then(|(sealed, due)| {
-            let rec = self.open(&hash, &sealed)?;
-            let mut claims = rec.c;
-            // The record's life is the session's: `exp` follows it.
-            claims.exp = now + self.max_age;
-            Some(Session {
-                claims,
-                needs_refresh: due == 1,
-                handle: Some(id),
-            })
+        let key = self.session_key(&hash);
+        let sealed: Option<String> = self.redis.cmd(redis::cmd("GET").arg(&key)).await?;
+        let Some(rec) = sealed.and_then(|s| self.open(&hash, &s)) else {
+            return Ok(Loaded {
+                session: None,
+                chunks,
+                present,
+            });
+        };
+        let due = now.saturating_sub(issued) >= self.update_age;
+        if due {
+            // Slide the record with the cookie (once per update_age).
+            self.redis
+                .cmd::<i64>(redis::cmd("EXPIRE").arg(&key).arg(self.max_age))
+                .await?;
+        }
+        let mut claims = rec.c;
+        // The record's life is the session's: `exp` follows it.
+        claims.exp = now + self.max_age;
+        let session = Some(Session {
+            claims,
+            needs_refresh: due,
+            handle: Some(id.to_string()),
         });
         Ok(Loaded {
             session,
@@ -219,16 +212,15 @@ impl DatabaseStore {
         let key = self.session_key(&hash);
         let user_key = self.user_key(claims);
         // One pipeline per key: in a cluster each key has its own slot.
-        let mut p = redis::pipe();
-        p.cmd("HSET")
-            .arg(&key)
-            .arg("d")
-            .arg(self.seal(&hash, claims, now))
-            .arg("t")
-            .arg(now)
-            .ignore();
-        p.cmd("EXPIRE").arg(&key).arg(self.max_age).ignore();
-        self.redis.pipe::<()>(&p).await?;
+        self.redis
+            .cmd::<()>(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(self.seal(&hash, claims, now))
+                    .arg("EX")
+                    .arg(self.max_age),
+            )
+            .await?;
         let mut indexes = vec![user_key];
         if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
             indexes.push(self.subject_key(provider, sub));
@@ -279,10 +271,17 @@ impl DatabaseStore {
         };
         let hash = sha256_hex(id.as_bytes());
         let sealed = self.seal(&hash, &session.claims, session.claims.iat);
-        // HSET keeps the key's TTL; XX-like guard: only if it still exists.
+        // XX: only a session that still exists (not one signed out
+        // meanwhile); KEEPTTL: the expiry stays where it slid to.
         let key = self.session_key(&hash);
         self.redis
-            .script::<i64>(&self.save, &[&key], &[&sealed])
+            .cmd::<Option<String>>(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&sealed)
+                    .arg("XX")
+                    .arg("KEEPTTL"),
+            )
             .await
             .map(|_| ())
     }
@@ -295,7 +294,7 @@ impl DatabaseStore {
         let hash = sha256_hex(id.as_bytes());
         let sealed: Option<String> = self
             .redis
-            .cmd(redis::cmd("HGET").arg(self.session_key(&hash)).arg("d"))
+            .cmd(redis::cmd("GET").arg(self.session_key(&hash)))
             .await?;
         Ok(sealed.and_then(|s| self.open(&hash, &s)).map(|r| r.c))
     }
@@ -401,7 +400,7 @@ impl DatabaseStore {
         for h in hashes {
             let key = self.session_key(&h);
             let mut p = redis::pipe();
-            p.cmd("HGET").arg(&key).arg("d").cmd("TTL").arg(&key);
+            p.cmd("GET").arg(&key).cmd("TTL").arg(&key);
             let (sealed, ttl): (Option<String>, i64) = self.redis.pipe(&p).await?;
             match sealed.and_then(|s| self.open(&h, &s)) {
                 Some(rec) => out.push(Summary {
