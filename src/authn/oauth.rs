@@ -221,7 +221,12 @@ fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: T
         attrs,
         access_token: tokens.access_token.filter(|_| keep),
         refresh_token: tokens.refresh_token.filter(|_| keep),
-        id_token: tokens.id_token.filter(|_| keep),
+        // The ID token (~1 KB) is only for RP-initiated logout's hint: a
+        // server-side session keeps it; a cookie stays under 1.5 KB without
+        // it (logout then names the client instead, which the spec allows).
+        id_token: tokens
+            .id_token
+            .filter(|_| keep && app.sessions.database().is_some()),
         expires_at: tokens.expires_at.filter(|_| keep),
         refresh_at: tokens.refresh_at.filter(|_| keep),
         ..Claims::default()

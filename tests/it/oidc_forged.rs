@@ -322,8 +322,41 @@ async fn sign_out_ends_the_session_at_the_provider_too() {
     let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
     assert_eq!(q["post_logout_redirect_uri"], pc.url("/bye"));
     assert_eq!(q["client_id"], "portcullis");
-    assert!(q["id_token_hint"].split('.').count() == 3);
+    // A cookie session does not carry the ~1 KB ID token: the client id
+    // names the RP instead (RP-Initiated Logout 1.0 §2).
+    assert!(!q.contains_key("id_token_hint"));
     assert!(!b.has_session());
+}
+
+#[tokio::test]
+async fn database_sessions_send_the_id_token_hint_at_sign_out() {
+    let redis =
+        crate::support::redis::RedisServer::start(crate::support::redis::RedisOpts::default());
+    let idp = FakeIdp::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .provider(&idp.provider_yaml(""))
+            .extra(&format!(
+                "session:\n  strategy: database\nstore:\n  redis_url: \"{}\"\n",
+                redis.url()
+            )),
+    )
+    .await;
+    wait_ready(&pc).await;
+    let mut b = Browser::new();
+    sign_in(&pc, &mut b).await;
+    let page = b.get(&pc.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &pc.url("/auth/signout"),
+            &[("csrfToken", &token), ("callbackUrl", "/bye")],
+        )
+        .await;
+    let to = url::Url::parse(r.location()).unwrap();
+    let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
+    assert_eq!(q["id_token_hint"].split('.').count(), 3);
+    assert_eq!(q["client_id"], "portcullis");
 }
 
 /// An IdP endpoint that redirects is an error, never a hop (SSRF).
