@@ -183,6 +183,13 @@ pub fn clear(name: &str, domain: Option<&str>, secure: bool) -> String {
     .render()
 }
 
+/// `Set-Cookie` values that delete `name` and its first `chunks` chunks.
+pub fn clear_chunked(name: &str, chunks: usize, domain: Option<&str>, secure: bool) -> Vec<String> {
+    std::iter::once(clear(name, domain, secure))
+        .chain((0..chunks).map(|i| clear(&format!("{name}.{i}"), domain, secure)))
+        .collect()
+}
+
 /// Splits `value` into the `Set-Cookie` values for `name`, chunked when it
 /// is long, clearing the other form left from before (`seen_chunks` is what
 /// the request carried: 0 means unchunked or none).

@@ -106,15 +106,8 @@ impl CookieStore {
 
     /// `Set-Cookie` values that delete the session in every form.
     pub fn clear(&self, seen_chunks: usize, domain: Option<&str>) -> Vec<String> {
-        let mut out = vec![cookies::clear(&self.name, domain, self.secure)];
-        for i in 0..seen_chunks.max(1) {
-            out.push(cookies::clear(
-                &format!("{}.{i}", self.name),
-                domain,
-                self.secure,
-            ));
-        }
-        out
+        // At least `.0` too: a chunked cookie the request did not show.
+        cookies::clear_chunked(&self.name, seen_chunks.max(1), domain, self.secure)
     }
 }
 

@@ -244,15 +244,7 @@ impl DatabaseStore {
 
     /// `Set-Cookie` values that delete the id cookie (and stale chunks).
     pub fn clear(&self, seen_chunks: usize, domain: Option<&str>) -> Vec<String> {
-        let mut out = vec![cookies::clear(&self.cookie, domain, self.secure)];
-        for i in 0..seen_chunks {
-            out.push(cookies::clear(
-                &format!("{}.{i}", self.cookie),
-                domain,
-                self.secure,
-            ));
-        }
-        out
+        cookies::clear_chunked(&self.cookie, seen_chunks, domain, self.secure)
     }
 
     /// Re-issues the cookie (its expiry slides; the record already did).

@@ -16,14 +16,7 @@ fn db_conf(redis_url: &str) -> Conf {
 }
 
 async fn wait_ready(pc: &Portcullis, want: StatusCode) {
-    let mut b = Browser::api();
-    for _ in 0..100 {
-        if b.get(&pc.url("/readyz")).await.status == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("/readyz never became {want}:\n{}", pc.logs());
+    pc.wait_readyz(want).await;
 }
 
 async fn signed_in(pc: &Portcullis, who: &str) -> Browser {

@@ -18,14 +18,7 @@ fn db_conf(redis_url: &str) -> Conf {
 }
 
 async fn ready(pc: &Portcullis) {
-    let mut b = Browser::api();
-    for _ in 0..200 {
-        if b.get(&pc.url("/readyz")).await.status == StatusCode::OK {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never ready:\n{}", pc.logs());
+    pc.wait_readyz(StatusCode::OK).await;
 }
 
 async fn signed_in(pc: &Portcullis, who: &str) -> Browser {

@@ -19,14 +19,7 @@ async fn setup(extra: &str) -> (FakeIdp, Portcullis) {
 
 /// `/readyz` turns 200 once discovery loaded (bounded wait).
 async fn wait_ready(pc: &Portcullis) {
-    let mut b = Browser::api();
-    for _ in 0..100 {
-        if b.get(&pc.url("/readyz")).await.status == StatusCode::OK {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never ready:\n{}", pc.logs());
+    pc.wait_readyz(StatusCode::OK).await;
 }
 
 /// Starts a sign-in: returns the provider's authorization URL.

@@ -295,6 +295,18 @@ impl Portcullis {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Waits (bounded, 10 s) until `/readyz` answers `want`.
+    pub async fn wait_readyz(&self, want: StatusCode) {
+        let mut b = Browser::api();
+        for _ in 0..200 {
+            if b.get(&self.url("/readyz")).await.status == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/readyz never became {want}:\n{}", self.logs());
+    }
+
     /// Whether the log shows `needle` within 5 s (lines arrive through a
     /// pipe, a little after the response).
     pub async fn log_shows(&self, needle: &str) -> bool {
