@@ -49,6 +49,8 @@ pub struct DatabaseStore {
     max_age: u64,
     update_age: u64,
     clock: Clock,
+    /// Opened records by id hash (direct-mapped, lock-free reads).
+    opened: Box<[arc_swap::ArcSwapOption<(String, Claims)>]>,
 }
 
 /// An id as we mint them: 43 base64url characters (256 bits).
@@ -87,6 +89,9 @@ impl DatabaseStore {
             max_age: cfg.max_age.as_secs(),
             update_age: cfg.update_age.as_secs(),
             clock,
+            opened: (0..1024)
+                .map(|_| arc_swap::ArcSwapOption::empty())
+                .collect(),
         }
     }
 
@@ -135,6 +140,22 @@ impl DatabaseStore {
         (rec.h == hash).then_some(rec)
     }
 
+    /// [`Self::open`], remembering the last record each slot opened: the
+    /// store is still read on every request (revocation is immediate);
+    /// only decrypting the very same sealed bytes again is skipped.
+    fn open_cached(&self, hash: &str, sealed: String) -> Option<Claims> {
+        let slot =
+            &self.opened[usize::from_str_radix(&hash[..8], 16).unwrap_or(0) % self.opened.len()];
+        if let Some(hit) = slot.load().as_ref()
+            && hit.0 == sealed
+        {
+            return Some(hit.1.clone());
+        }
+        let claims = self.open(hash, &sealed)?.c;
+        slot.store(Some(Arc::new((sealed, claims.clone()))));
+        Some(claims)
+    }
+
     fn set_cookie(&self, id: &str, domain: Option<&str>) -> String {
         let now = self.clock.now();
         let exp = now + self.max_age;
@@ -167,7 +188,7 @@ impl DatabaseStore {
         let now = self.clock.now();
         let key = self.session_key(&hash);
         let sealed: Option<String> = self.redis.cmd(redis::cmd("GET").arg(&key)).await?;
-        let Some(rec) = sealed.and_then(|s| self.open(&hash, &s)) else {
+        let Some(mut claims) = sealed.and_then(|s| self.open_cached(&hash, s)) else {
             return Ok(Loaded {
                 session: None,
                 chunks,
@@ -181,7 +202,6 @@ impl DatabaseStore {
                 .cmd::<i64>(redis::cmd("EXPIRE").arg(&key).arg(self.max_age))
                 .await?;
         }
-        let mut claims = rec.c;
         // The record's life is the session's: `exp` follows it.
         claims.exp = now + self.max_age;
         let session = Some(Session {

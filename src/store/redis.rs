@@ -276,9 +276,11 @@ impl Redis {
     async fn run_once<T: FromRedisValue + Send>(&self, op: &Op<'_>) -> Result<T, StoreError> {
         for attempt in 0..2 {
             let mut c = self.conn().await?;
-            match tokio::time::timeout(self.timeout, op.exec(&mut c)).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => {
+            // Every connection kind is built with a response timeout of
+            // `timeout`: no second timer per command here.
+            match op.exec(&mut c).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
                     self.forget(&e);
                     if attempt == 1
                         || !(e.is_io_error()
@@ -287,12 +289,6 @@ impl Redis {
                     {
                         return Err(unavailable(e));
                     }
-                }
-                Err(_) => {
-                    if !matches!(self.kind, Kind::Single(_)) {
-                        self.conn.store(None);
-                    }
-                    return Err(unavailable("command timed out"));
                 }
             }
         }
