@@ -103,6 +103,38 @@ pub(crate) fn go(headers: &HeaderMap, to: &SafeRedirect) -> Response<Body> {
     }
 }
 
+/// A state-changing POST whose CSRF double submit checked out: its parts,
+/// its form, and its `callbackUrl` as the redirect policy allows it.
+pub(crate) struct CheckedPost {
+    pub parts: http::request::Parts,
+    pub form: Form,
+    pub callback: SafeRedirect,
+}
+
+/// Reads a POST form and checks its CSRF token: `Ok(Err(response))` is the
+/// `MissingCSRF` answer to send instead (logged with `what`).
+pub(crate) async fn checked_post(
+    app: &App,
+    req: Request<Incoming>,
+    what: &str,
+) -> Result<Result<CheckedPost, Response<Body>>, Error> {
+    let (parts, body) = req.into_parts();
+    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
+    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
+    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
+        tracing::info!(what, "refused: CSRF token missing or wrong");
+        return Ok(Err(go(
+            &parts.headers,
+            &error_target(app, ErrorCode::MissingCsrf, &callback),
+        )));
+    }
+    Ok(Ok(CheckedPost {
+        parts,
+        form,
+        callback,
+    }))
+}
+
 /// Where a sign-in error sends the browser, as Auth.js does: sign-in
 /// errors back to the sign-in page, others to the error page.
 pub(crate) fn error_target(app: &App, code: ErrorCode, callback: &SafeRedirect) -> SafeRedirect {
@@ -233,15 +265,14 @@ async fn signout(
     req: Request<Incoming>,
     client: &ClientInfo,
 ) -> Result<Response<Body>, Error> {
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
-    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
-    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
-        return Ok(go(
-            &parts.headers,
-            &error_target(app, ErrorCode::MissingCsrf, &callback),
-        ));
-    }
+    let CheckedPost {
+        parts,
+        form,
+        callback,
+    } = match checked_post(app, req, "sign-out").await? {
+        Ok(post) => post,
+        Err(refused) => return Ok(refused),
+    };
     let loaded = app.sessions.load(&parts.headers).await?;
     let everywhere = form
         .get("everywhere")

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::form::Form;
-use super::{error_target, establish, go};
+use super::{CheckedPost, checked_post, error_target, establish, go};
 use crate::http::forwarded::ClientInfo;
 use crate::http::{Body, Error, ErrorCode};
 use crate::providers::credentials::{Credentials, User};
@@ -21,16 +20,14 @@ pub(super) async fn sign_in(
     provider: &str,
     creds: &Credentials,
 ) -> Result<Response<Body>, Error> {
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
-    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
-    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
-        tracing::info!(provider, client_ip = %client.client_ip, "sign-in refused: CSRF token missing or wrong");
-        return Ok(go(
-            &parts.headers,
-            &error_target(app, ErrorCode::MissingCsrf, &callback),
-        ));
-    }
+    let CheckedPost {
+        parts,
+        form,
+        callback,
+    } = match checked_post(app, req, "credentials sign-in").await? {
+        Ok(post) => post,
+        Err(refused) => return Ok(refused),
+    };
     let email = form
         .get("email")
         .or_else(|| form.get("username"))

@@ -9,7 +9,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{error_target, establish, go};
+use super::{CheckedPost, checked_post, error_target, establish, go};
 use crate::http::forwarded::ClientInfo;
 use crate::http::redirect::SafeRedirect;
 use crate::http::{self as web, Body, Error, ErrorCode, wants_html};
@@ -32,19 +32,12 @@ pub(super) async fn start(
     id: &str,
 ) -> Result<Response<Body>, Error> {
     let p = provider(app, id)?;
-    let (parts, body) = req.into_parts();
-    let form = Form::read(&parts.headers, body, app.config.limits.max_form_bytes).await?;
-    let callback = app.redirects.check_or_home(form.get("callbackUrl"));
-    if !app.csrf.verify(&parts.headers, form.get("csrfToken")) {
-        tracing::info!(
-            provider = id,
-            "sign-in refused: CSRF token missing or wrong"
-        );
-        return Ok(go(
-            &parts.headers,
-            &error_target(app, ErrorCode::MissingCsrf, &callback),
-        ));
-    }
+    let CheckedPost {
+        parts, callback, ..
+    } = match checked_post(app, req, "OIDC sign-in").await? {
+        Ok(post) => post,
+        Err(refused) => return Ok(refused),
+    };
     // The flow cookie must stay well under 4 KiB: a huge target goes home.
     let callback = if callback.as_str().len() > 1024 {
         app.redirects.home()
