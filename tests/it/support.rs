@@ -40,8 +40,30 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A port that was free a moment ago (bind to 0, read, release).
+/// A port that was free a moment ago. Chosen below the kernel's
+/// ephemeral range, so no outgoing connection (of this or a parallel
+/// test) can take it between now and the bind of whoever gets it; the
+/// start point is random so parallel test processes rarely try the same.
 pub fn free_port() -> u16 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        let span = (low - 10_000) as usize;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize);
+        let seed = nanos ^ (std::process::id() as usize).wrapping_mul(2_654_435_761);
+        let start = seed.wrapping_add(N.fetch_add(7919, Ordering::Relaxed));
+        for i in 0..200 {
+            let port = 10_000 + (start.wrapping_add(i * 104_729) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -228,26 +250,52 @@ impl Portcullis {
         Self::start_env(conf, &[]).await
     }
 
+    /// On a free port; should another process take that port before we
+    /// bind it, again on another (bounded).
     pub async fn start_env(conf: Conf, env: &[(&str, &str)]) -> Self {
-        Self::start_at(conf, env, free_port()).await
+        for _ in 0..4 {
+            match Self::try_start_at(&conf, env, free_port()).await {
+                Ok(pc) => return pc,
+                Err(logs) if logs.contains("Address already in use") => continue,
+                Err(logs) => panic!("portcullis did not start:\n{logs}"),
+            }
+        }
+        panic!("portcullis found no free port in 4 tries");
     }
 
     /// On a port chosen beforehand (when another party must know our URL first).
     pub async fn start_at(conf: Conf, env: &[(&str, &str)], port: u16) -> Self {
+        Self::try_start_at(&conf, env, port)
+            .await
+            .unwrap_or_else(|logs| panic!("portcullis did not start:\n{logs}"))
+    }
+
+    async fn try_start_at(
+        conf: &Conf,
+        env: &[(&str, &str)],
+        port: u16,
+    ) -> Result<Self, String> {
         let dir = TempDir::new("pc");
         let users = dir.write("users.yaml", &users_file_yaml(&conf.users));
         let cfg = dir.write("portcullis.yaml", &conf.render(port, &users));
-        Self::spawn(
-            &["serve", "--config", cfg.to_str().unwrap()],
-            env,
-            dir,
-            port,
-        )
-        .await
+        let args = ["serve", "--config", cfg.to_str().unwrap()];
+        Self::try_spawn(&args, env, dir, port).await
     }
 
     /// Starts the binary with `args`; waits for its "listening" line.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)], dir: TempDir, port: u16) -> Self {
+        Self::try_spawn(args, env, dir, port)
+            .await
+            .unwrap_or_else(|logs| panic!("portcullis did not start:\n{logs}"))
+    }
+
+    /// Like [`Self::spawn`]; a start that fails gives its log.
+    async fn try_spawn(
+        args: &[&str],
+        env: &[(&str, &str)],
+        dir: TempDir,
+        port: u16,
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(bin());
         cmd.args(args)
             .stdin(Stdio::null())
@@ -277,14 +325,15 @@ impl Portcullis {
             .unwrap();
         if ready.is_err() {
             let _ = child.kill();
-            panic!("portcullis did not start:\n{}", logs.lock().unwrap());
+            let _ = child.wait();
+            return Err(logs.lock().unwrap().clone());
         }
-        Portcullis {
+        Ok(Portcullis {
             child,
             port,
             dir,
             logs,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
