@@ -26,6 +26,9 @@ pub struct App {
     pub config: Config,
     pub names: CookieNames,
     pub sessions: SessionStore,
+    /// The configured store (shared with `database` sessions): users,
+    /// accounts, verification tokens and shared counters live here.
+    pub store: Option<Arc<crate::store::redis::Redis>>,
     pub csrf: Csrf,
     pub flows: Flows,
     pub metrics: crate::metrics::Metrics,
@@ -73,12 +76,16 @@ impl App {
                 clock.clone(),
             )
         };
-        let sessions = match (config.session.strategy, &config.store) {
-            (crate::config::SessionStrategy::Database, Some(store)) => {
-                let redis =
-                    Arc::new(crate::store::redis::Redis::new(store).map_err(BuildError::Store)?);
+        let store = match &config.store {
+            Some(cfg) => Some(Arc::new(
+                crate::store::redis::Redis::new(cfg).map_err(BuildError::Store)?,
+            )),
+            None => None,
+        };
+        let sessions = match (config.session.strategy, &config.store, &store) {
+            (crate::config::SessionStrategy::Database, Some(store), Some(redis)) => {
                 SessionStore::Database(crate::session::database::DatabaseStore::new(
-                    redis,
+                    redis.clone(),
                     &store.key_prefix,
                     &config.secrets,
                     &names,
@@ -148,6 +155,7 @@ impl App {
         Ok(App {
             names,
             sessions,
+            store,
             csrf,
             flows,
             refresher: Default::default(),
@@ -171,8 +179,8 @@ impl App {
         for p in self.oidc.values() {
             p.spawn_discovery(std::time::Duration::from_secs(3600));
         }
-        if let Some(db) = self.sessions.database() {
-            db.redis().spawn_health();
+        if let Some(store) = &self.store {
+            store.spawn_health();
         }
     }
 
@@ -202,8 +210,8 @@ impl App {
     /// `/metrics`: the request metrics and those of each dependency.
     pub fn render_metrics(&self) -> String {
         let mut deps: Vec<(String, &crate::metrics::Dependency)> = Vec::new();
-        if let Some(db) = self.sessions.database() {
-            deps.push(("redis".into(), &db.redis().stats));
+        if let Some(store) = &self.store {
+            deps.push(("redis".into(), &store.stats));
         }
         for (id, p) in &self.oidc {
             deps.push((format!("idp_{}", id.replace('-', "_")), p.stats()));
@@ -215,10 +223,7 @@ impl App {
     pub fn is_ready(&self) -> bool {
         self.ready.load(std::sync::atomic::Ordering::Relaxed)
             && self.oidc.values().all(|p| p.is_ready())
-            && self
-                .sessions
-                .database()
-                .is_none_or(|db| db.redis().is_healthy())
+            && self.store.as_ref().is_none_or(|s| s.is_healthy())
     }
 
     /// The scheme a request came in with when no trusted proxy says.
