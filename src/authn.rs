@@ -42,7 +42,7 @@ pub async fn route(
     let m = req.method().clone();
     let is_read = m == Method::GET || m == Method::HEAD;
     let result = match rest {
-        "" | "/" | "/signin" if is_read => Ok(signin_page(app, &req)),
+        "" | "/" | "/signin" if is_read => signin_page(app, &req),
         "/signout" if is_read => Ok(signout_page(app, &req)),
         "/signout" if m == Method::POST => signout(app, req, client).await,
         "/session" if is_read => session(app, req.headers(), client).await,
@@ -153,12 +153,20 @@ pub(crate) fn error_target(app: &App, code: ErrorCode, callback: &SafeRedirect) 
     app.redirects.check_or_home(Some(&path))
 }
 
-fn signin_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
+fn signin_page(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Error> {
     let q = req.uri().query();
     // `rd` is oauth2-proxy's name for the same thing.
     let target = query_param(q, "callbackUrl").or_else(|| query_param(q, "rd"));
     let callback = app.redirects.check_or_home(target.as_deref());
     let error = query_param(q, "error").map(|e| ErrorCode::parse(&e).message());
+    // The only provider skips the page, unless it is showing an error
+    // (going straight back would loop).
+    if let [p] = app.config.providers.as_slice()
+        && p.auto_redirect
+        && error.is_none()
+    {
+        return oauth::redirect_to_provider(app, req.headers(), &p.id, callback);
+    }
     let (token, cookie) = app.csrf.token(req.headers());
     let base = &app.config.base_path;
     let actions: Vec<(String, &str)> = app
@@ -186,7 +194,7 @@ fn signin_page(app: &App, req: &Request<Incoming>) -> Response<Body> {
     });
     let mut r = web::html(StatusCode::OK, page);
     web::set_cookies(&mut r, cookie);
-    r
+    Ok(r)
 }
 
 /// `POST {base}/signin/{provider}` starts a sign-in, `{base}/callback/{provider}`

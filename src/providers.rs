@@ -5,6 +5,8 @@
 pub mod credentials;
 pub mod oidc;
 pub mod outbound;
+pub mod presets;
+pub mod profile;
 
 /// One configured provider.
 #[derive(Debug, Clone)]
@@ -12,6 +14,8 @@ pub struct ProviderConfig {
     pub id: String,
     pub name: String,
     pub kind: ProviderKind,
+    /// The only provider, and the sign-in page goes straight to it.
+    pub auto_redirect: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -24,8 +28,9 @@ pub enum ProviderKind {
 impl ProviderConfig {
     /// The Auth.js `type` shown by `{base}/providers`.
     pub fn type_name(&self) -> &'static str {
-        match self.kind {
+        match &self.kind {
             ProviderKind::Credentials(_) => "credentials",
+            ProviderKind::Oidc(c) if c.oauth.is_some() => "oauth",
             ProviderKind::Oidc(_) => "oidc",
         }
     }
@@ -51,8 +56,31 @@ impl ProviderConfig {
                         .cloned()
                         .collect::<std::collections::BTreeMap<_, _>>()
                 );
-                v["claims"] = json!({ "id": c.claims.id, "name": c.claims.name, "email": c.claims.email, "image": c.claims.image,
-                    "preferred_username": c.claims.preferred_username, "groups": c.claims.groups });
+                let exprs =
+                    |e: &[profile::Expr]| e.iter().map(ToString::to_string).collect::<Vec<_>>();
+                v["claims"] = json!({ "id": exprs(&c.claims.id), "name": exprs(&c.claims.name), "email": exprs(&c.claims.email),
+                    "image": exprs(&c.claims.image), "preferred_username": exprs(&c.claims.preferred_username), "groups": exprs(&c.claims.groups) });
+                if let Some(o) = &c.oauth {
+                    v["authorization_url"] = json!(o.authorization_url);
+                    v["token_url"] = json!(o.token_url);
+                    v["userinfo_url"] = json!(o.userinfo_url);
+                    v["pkce"] = json!(c.pkce);
+                }
+                v["preset"] = json!(c.preset);
+                v["profile_requests"] = json!(
+                    c.profile_requests
+                        .iter()
+                        .map(|r| json!({"url": r.url, "into": r.into}))
+                        .collect::<Vec<_>>()
+                );
+                v["require"] = json!(
+                    c.require
+                        .iter()
+                        .map(|(e, want)| (e.to_string(), want.clone()))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                );
+                v["allow_dangerous_email_account_linking"] =
+                    json!(c.allow_dangerous_email_account_linking);
                 v["algorithms"] = json!(c.algorithms);
                 v["trusted_audiences"] = json!(c.trusted_audiences);
                 v["insecure_accept_unverified_email"] = json!(c.insecure_accept_unverified_email);

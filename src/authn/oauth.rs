@@ -31,13 +31,25 @@ pub(super) async fn start(
     req: Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, Error> {
-    let p = provider(app, id)?;
+    provider(app, id)?;
     let CheckedPost {
         parts, callback, ..
     } = match checked_post(app, req, "OIDC sign-in").await? {
         Ok(post) => post,
         Err(refused) => return Ok(refused),
     };
+    redirect_to_provider(app, &parts.headers, id, callback)
+}
+
+/// A new flow and the 302 to the provider's authorization endpoint (also
+/// the sign-in page's answer when its only provider has `auto_redirect`).
+pub(super) fn redirect_to_provider(
+    app: &App,
+    headers: &http::HeaderMap,
+    id: &str,
+    callback: SafeRedirect,
+) -> Result<Response<Body>, Error> {
+    let p = provider(app, id)?;
     // The flow cookie must stay well under 4 KiB: a huge target goes home.
     let callback = if callback.as_str().len() > 1024 {
         app.redirects.home()
@@ -45,9 +57,7 @@ pub(super) async fn start(
         callback
     };
     let form_post = p.cfg.response_mode == ResponseMode::FormPost;
-    let (flow, cookies) = app
-        .flows
-        .start(&parts.headers, id, callback.as_str(), form_post);
+    let (flow, cookies) = app.flows.start(headers, id, callback.as_str(), form_post);
     let Some(url) = p.authorize_url(
         &redirect_uri(app, id),
         &flow.state,
@@ -58,7 +68,7 @@ pub(super) async fn start(
             "The identity provider is not reachable right now. Try again in a moment.",
         ));
     };
-    let mut r = go(&parts.headers, &SafeRedirect::to_identity_provider(&url));
+    let mut r = go(headers, &SafeRedirect::to_identity_provider(&url));
     web::set_cookies(&mut r, cookies);
     Ok(r)
 }
@@ -152,7 +162,7 @@ pub(super) async fn callback(
             Ok(r)
         }
         Err(e) => {
-            let code = if matches!(e, OidcError::UnverifiedEmail) {
+            let code = if matches!(e, OidcError::UnverifiedEmail | OidcError::Required(_)) {
                 ErrorCode::AccessDenied
             } else {
                 ErrorCode::OAuthCallbackError
@@ -173,19 +183,29 @@ async fn complete(
     id: &str,
 ) -> Result<Claims, OidcError> {
     let tokens = p.exchange(code, verifier, &redirect_uri(app, id)).await?;
-    let id_token = tokens
-        .id_token
-        .as_deref()
-        .ok_or_else(|| OidcError::Invalid("the token response has no id_token".into()))?;
-    let id_claims = p.verify_id_token(id_token, nonce).await?;
-    let sub = id_claims
-        .get("sub")
-        .and_then(|v| v.as_str())
-        .unwrap_or("")
-        .to_string();
-    let userinfo = match tokens.access_token.as_deref() {
-        Some(at) => p.userinfo(at, &sub).await?,
-        None => serde_json::Map::new(),
+    let (id_claims, userinfo) = if p.is_oauth() {
+        // Plain OAuth 2: no ID token; the profile is what userinfo says.
+        let at = tokens
+            .access_token
+            .as_deref()
+            .ok_or_else(|| OidcError::Invalid("the token response has no access_token".into()))?;
+        (serde_json::Map::new(), p.userinfo(at, None).await?)
+    } else {
+        let id_token = tokens
+            .id_token
+            .as_deref()
+            .ok_or_else(|| OidcError::Invalid("the token response has no id_token".into()))?;
+        let id_claims = p.verify_id_token(id_token, nonce).await?;
+        let sub = id_claims
+            .get("sub")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let userinfo = match tokens.access_token.as_deref() {
+            Some(at) => p.userinfo(at, Some(&sub)).await?,
+            None => serde_json::Map::new(),
+        };
+        (id_claims, userinfo)
     };
     let profile = p.profile(id_claims, userinfo)?;
     Ok(claims_for(app, p, id, profile, tokens))

@@ -168,24 +168,58 @@ pub struct RawProvider {
     pub ca_file: Option<String>,
     #[serde(deserialize_with = "opt_text")]
     pub timeout: Option<String>,
+    /// A preset's defaults under this entry (src/providers/presets.yaml).
+    #[serde(deserialize_with = "opt_text")]
+    pub preset: Option<String>,
+    /// The preset's blanks (`tenant`, `base_url`...).
+    pub params: std::collections::BTreeMap<String, String>,
+    // oauth
+    #[serde(deserialize_with = "opt_text")]
+    pub authorization_url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub token_url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub userinfo_url: Option<String>,
+    pub profile_requests: Vec<RawProfileRequest>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub pkce: Option<bool>,
+    #[serde(deserialize_with = "opt_text")]
+    pub token_auth: Option<String>,
+    /// Claim path → the value it must have.
+    pub require: std::collections::BTreeMap<String, String>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub allow_dangerous_email_account_linking: Option<bool>,
+    /// The only provider: skip the sign-in page.
+    #[serde(deserialize_with = "opt_bool")]
+    pub auto_redirect: Option<bool>,
 }
 
-/// Which claim (dotted path) fills each part of the profile.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProfileRequest {
+    #[serde(deserialize_with = "opt_text")]
+    pub url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub into: Option<String>,
+}
+
+/// Which claim expressions fill each part of the profile (one, or a
+/// list tried in order).
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawClaimMap {
-    #[serde(deserialize_with = "opt_text")]
-    pub id: Option<String>,
-    #[serde(deserialize_with = "opt_text")]
-    pub name: Option<String>,
-    #[serde(deserialize_with = "opt_text")]
-    pub email: Option<String>,
-    #[serde(deserialize_with = "opt_text")]
-    pub image: Option<String>,
-    #[serde(deserialize_with = "opt_text")]
-    pub preferred_username: Option<String>,
-    #[serde(deserialize_with = "opt_text")]
-    pub groups: Option<String>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub id: Option<Vec<String>>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub name: Option<Vec<String>>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub email: Option<Vec<String>>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub image: Option<Vec<String>>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub preferred_username: Option<Vec<String>>,
+    #[serde(deserialize_with = "opt_one_or_many")]
+    pub groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -322,8 +356,10 @@ fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 pub fn schema() -> serde_json::Value {
     let mut raw = serde_json::to_value(RawConfig::default()).unwrap_or_default();
     raw["upstream"] = serde_json::to_value(RawUpstream::default()).unwrap_or_default();
-    raw["providers"] =
-        serde_json::json!([serde_json::to_value(RawProvider::default()).unwrap_or_default()]);
+    let mut provider = serde_json::to_value(RawProvider::default()).unwrap_or_default();
+    provider["profile_requests"] =
+        serde_json::json!([serde_json::to_value(RawProfileRequest::default()).unwrap_or_default()]);
+    raw["providers"] = serde_json::json!([provider]);
     raw
 }
 

@@ -19,7 +19,10 @@ use super::{
     LogConfig, LogFormat, MetricsConfig, PathPattern, Problem, SessionConfig, SessionStrategy,
     Upstream, secret,
 };
-use crate::providers::oidc::{ClaimMap, OidcConfig, ResponseMode};
+use crate::providers::oidc::{
+    ClaimMap, OAuthEndpoints, OidcConfig, ProfileRequest, ResponseMode, TokenAuth,
+};
+use crate::providers::profile::Expr;
 use crate::providers::{ProviderConfig, ProviderKind, credentials};
 
 /// The embedded default `portcullis` runs with no arguments. The secret
@@ -127,7 +130,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
                 .collect(),
         });
     }
-    let raw: RawConfig = match serde_path_to_error::deserialize(&doc.value) {
+    let value = with_presets(doc)?;
+    let raw: RawConfig = match serde_path_to_error::deserialize(&value) {
         Ok(r) => r,
         Err(e) => {
             let key = e.path().to_string();
@@ -717,6 +721,80 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     })
 }
 
+/// The document with each provider's preset laid under it; unknown
+/// presets and missing parameters are problems, all at once.
+fn with_presets(doc: &Document) -> Result<serde_json::Value, ConfigError> {
+    let mut value = doc.value.clone();
+    let mut problems = Vec::new();
+    if let Some(serde_json::Value::Array(list)) = value.get_mut("providers") {
+        for (i, p) in list.iter_mut().enumerate() {
+            let serde_json::Value::Object(entry) = p else {
+                continue;
+            };
+            match crate::providers::presets::apply(entry) {
+                Ok(merged) => *entry = merged,
+                Err((k, message)) => {
+                    let key = format!("providers[{i}].{k}");
+                    problems.push(Problem {
+                        origin: doc.origin(&key).cloned(),
+                        key,
+                        message,
+                        fix: "docs/configuration.md lists the presets and their params".into(),
+                    });
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(value)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// The keys of `p` that only `oidc`/`oauth` providers take.
+fn remote_only_keys(p: &RawProvider) -> Vec<&'static str> {
+    let claims_set = serde_json::to_value(&p.claims).is_ok_and(|v| {
+        v.as_object()
+            .is_some_and(|m| m.values().any(|x| !x.is_null()))
+    });
+    [
+        ("issuer", p.issuer.is_some()),
+        ("client_id", p.client_id.is_some()),
+        (
+            "client_secret",
+            p.client_secret.is_some() || p.client_secret_file.is_some(),
+        ),
+        ("scopes", p.scopes.is_some()),
+        ("response_mode", p.response_mode.is_some()),
+        ("authorization_params", !p.authorization_params.is_empty()),
+        ("algorithms", !p.algorithms.is_empty()),
+        ("trusted_audiences", !p.trusted_audiences.is_empty()),
+        (
+            "insecure_accept_unverified_email",
+            p.insecure_accept_unverified_email.is_some(),
+        ),
+        ("store_tokens", p.store_tokens.is_some()),
+        ("ca_file", p.ca_file.is_some()),
+        ("timeout", p.timeout.is_some()),
+        ("claims", claims_set),
+        ("authorization_url", p.authorization_url.is_some()),
+        ("token_url", p.token_url.is_some()),
+        ("userinfo_url", p.userinfo_url.is_some()),
+        ("profile_requests", !p.profile_requests.is_empty()),
+        ("pkce", p.pkce.is_some()),
+        ("token_auth", p.token_auth.is_some()),
+        ("require", !p.require.is_empty()),
+        (
+            "allow_dangerous_email_account_linking",
+            p.allow_dangerous_email_account_linking.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect()
+}
+
 fn providers(
     c: &mut Collector<'_>,
     raw: &[RawProvider],
@@ -756,38 +834,11 @@ fn providers(
         }
         let kind = match kind {
             "credentials" => {
-                let oidc_keys = [
-                    ("issuer", p.issuer.is_some()),
-                    ("client_id", p.client_id.is_some()),
-                    (
-                        "client_secret",
-                        p.client_secret.is_some() || p.client_secret_file.is_some(),
-                    ),
-                    ("scopes", p.scopes.is_some()),
-                    ("response_mode", p.response_mode.is_some()),
-                    ("authorization_params", !p.authorization_params.is_empty()),
-                    ("algorithms", !p.algorithms.is_empty()),
-                    ("trusted_audiences", !p.trusted_audiences.is_empty()),
-                    (
-                        "insecure_accept_unverified_email",
-                        p.insecure_accept_unverified_email.is_some(),
-                    ),
-                    ("store_tokens", p.store_tokens.is_some()),
-                    ("ca_file", p.ca_file.is_some()),
-                    ("timeout", p.timeout.is_some()),
-                    (
-                        "claims",
-                        serde_json::to_value(&p.claims).is_ok_and(|v| {
-                            v.as_object()
-                                .is_some_and(|m| m.values().any(|x| !x.is_null()))
-                        }),
-                    ),
-                ];
-                if let Some((k, _)) = oidc_keys.iter().find(|(_, set)| *set) {
+                if let Some(k) = remote_only_keys(p).first() {
                     c.bad(
                         &key(k),
-                        format!("`{k}` is for oidc providers"),
-                        "set type: oidc, or remove the key",
+                        format!("`{k}` is for oidc and oauth providers"),
+                        "set type: oidc or oauth, or remove the key",
                     );
                     continue;
                 }
@@ -809,7 +860,7 @@ fn providers(
                     }
                 }
             }
-            "oidc" => match oidc_provider(c, p, &key, resolve) {
+            "oidc" | "oauth" => match oidc_provider(c, p, &key, resolve, kind == "oauth") {
                 Some(o) => ProviderKind::Oidc(std::sync::Arc::new(o)),
                 None => continue,
             },
@@ -817,7 +868,7 @@ fn providers(
                 c.bad(
                     &key("type"),
                     format!("unknown provider type {other:?}"),
-                    "use credentials or oidc",
+                    "use credentials, oidc or oauth (or a preset: preset: github)",
                 );
                 continue;
             }
@@ -826,7 +877,27 @@ fn providers(
             ProviderKind::Credentials(_) => "Credentials".into(),
             ProviderKind::Oidc(_) => id.clone(),
         });
-        out.push(ProviderConfig { id, name, kind });
+        let auto_redirect = p.auto_redirect.unwrap_or(false);
+        if auto_redirect && !matches!(kind, ProviderKind::Oidc(_)) {
+            c.bad(
+                &key("auto_redirect"),
+                "only an oidc or oauth provider can skip the sign-in page",
+                "remove auto_redirect",
+            );
+        }
+        out.push(ProviderConfig {
+            id,
+            name,
+            kind,
+            auto_redirect,
+        });
+    }
+    if out.len() > 1 && out.iter().any(|p| p.auto_redirect) {
+        c.bad(
+            "providers",
+            "auto_redirect skips the sign-in page, but there are several providers to choose from",
+            "keep auto_redirect only with a single provider",
+        );
     }
     if out.is_empty() && c.problems.iter().all(|p| !p.key.starts_with("providers")) {
         c.bad(
@@ -881,14 +952,16 @@ fn parse_path_pattern(p: &str) -> Option<PathPattern> {
 /// Keys that belong to one provider type only.
 const CREDENTIALS_ONLY: &[&str] = &["users_file", "users"];
 
-/// An `oidc` provider's settings.
+/// An `oidc` or (`oauth`: plain OAuth 2) provider's settings.
 fn oidc_provider(
     c: &mut Collector<'_>,
     p: &RawProvider,
     key: &dyn Fn(&str) -> String,
     resolve: &dyn Fn(&str) -> PathBuf,
+    oauth: bool,
 ) -> Option<OidcConfig> {
     let before = c.problems.len();
+    let kind = if oauth { "oauth" } else { "oidc" };
     for k in CREDENTIALS_ONLY {
         let set = match *k {
             "users_file" => p.users_file.is_some(),
@@ -898,21 +971,58 @@ fn oidc_provider(
             c.bad(
                 &key(k),
                 format!("`{k}` is for credentials providers"),
-                "remove it from this oidc provider",
+                format!("remove it from this {kind} provider"),
             );
         }
     }
     let issuer = p.issuer.clone().unwrap_or_default();
-    match Url::parse(&issuer) {
-        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && u.host_str().is_some_and(is_loopback_host)) => {}
-        Ok(_) => c.bad(&key("issuer"), format!("{issuer:?} is not https"), "use the https issuer URL (http only for 127.0.0.1/localhost tests)"),
-        Err(_) => c.bad(&key("issuer"), format!("{issuer:?} is not an issuer URL"), "write the issuer exactly as the provider's discovery document says, like https://accounts.example.com"),
-    }
+    let endpoints = if oauth {
+        if p.issuer.is_some() {
+            c.bad(&key("issuer"), "an oauth provider has no issuer", "use type: oidc for an OpenID provider, or set authorization_url, token_url and userinfo_url");
+        }
+        let mut url = |k: &str, v: &Option<String>| -> String {
+            let v = v.clone().unwrap_or_default();
+            if v.is_empty() {
+                c.bad(
+                    &key(k),
+                    format!("an oauth provider needs {k}"),
+                    "copy it from the provider's OAuth documentation",
+                );
+            } else {
+                remote_url(c, &key(k), &v);
+            }
+            v
+        };
+        Some(OAuthEndpoints {
+            authorization_url: url("authorization_url", &p.authorization_url),
+            token_url: url("token_url", &p.token_url),
+            userinfo_url: Some(url("userinfo_url", &p.userinfo_url)),
+        })
+    } else {
+        for (k, set) in [
+            ("authorization_url", p.authorization_url.is_some()),
+            ("token_url", p.token_url.is_some()),
+            ("userinfo_url", p.userinfo_url.is_some()),
+        ] {
+            if set {
+                c.bad(
+                    &key(k),
+                    format!("an oidc provider discovers {k} from its issuer"),
+                    "remove it (or use type: oauth)",
+                );
+            }
+        }
+        match Url::parse(&issuer) {
+            Ok(_) => remote_url(c, &key("issuer"), &issuer),
+            Err(_) => c.bad(&key("issuer"), format!("{issuer:?} is not an issuer URL"), "write the issuer exactly as the provider's discovery document says, like https://accounts.example.com"),
+        }
+        None
+    };
     let client_id = p.client_id.clone().unwrap_or_default();
     if client_id.is_empty() {
         c.bad(
             &key("client_id"),
-            "an oidc provider needs a client_id",
+            format!("an {kind} provider needs a client_id"),
             "copy it from the client registered at the identity provider",
         );
     }
@@ -940,17 +1050,20 @@ fn oidc_provider(
         (None, None) => {
             c.bad(
                 &key("client_secret"),
-                "an oidc provider needs a client secret",
+                format!("an {kind} provider needs a client secret"),
                 "set client_secret, client_secret_file or PORTCULLIS_PROVIDERS__<n>__CLIENT_SECRET",
             );
             None
         }
     };
-    let scopes = p
-        .scopes
-        .clone()
-        .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
-    if !scopes.iter().any(|s| s == "openid") {
+    let scopes = p.scopes.clone().unwrap_or_else(|| {
+        if oauth {
+            Vec::new()
+        } else {
+            vec!["openid".into(), "email".into(), "profile".into()]
+        }
+    });
+    if !oauth && !scopes.iter().any(|s| s == "openid") {
         c.bad(
             &key("scopes"),
             "the scopes do not include openid",
@@ -998,16 +1111,68 @@ fn oidc_provider(
             );
         }
     }
-    let d = ClaimMap::default();
-    let m = &p.claims;
-    let claims = ClaimMap {
-        id: m.id.clone().unwrap_or(d.id),
-        name: m.name.clone().unwrap_or(d.name),
-        email: m.email.clone().unwrap_or(d.email),
-        image: m.image.clone().unwrap_or(d.image),
-        preferred_username: m.preferred_username.clone().unwrap_or(d.preferred_username),
-        groups: m.groups.clone().unwrap_or(d.groups),
+    let claims = claim_map(c, &p.claims, key, oauth);
+    let profile_requests = p
+        .profile_requests
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let k = key(&format!("profile_requests[{i}]"));
+            match (&r.url, &r.into) {
+                (Some(url), Some(into)) if !into.is_empty() => {
+                    remote_url(c, &format!("{k}.url"), url);
+                    Some(ProfileRequest {
+                        url: url.clone(),
+                        into: into.clone(),
+                    })
+                }
+                _ => {
+                    c.bad(
+                        &k,
+                        "a profile request needs url and into",
+                        "like {url: https://api.github.com/user/emails, into: emails}",
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    let require = p
+        .require
+        .iter()
+        .filter_map(|(path, want)| match Expr::parse(path) {
+            Ok(e) => Some((e, want.clone())),
+            Err(e) => {
+                c.bad(
+                    &key(&format!("require.{path}")),
+                    e,
+                    "write a claim path, like hd",
+                );
+                None
+            }
+        })
+        .collect();
+    let token_auth = match p.token_auth.as_deref().unwrap_or("auto") {
+        "auto" => TokenAuth::Auto,
+        "basic" | "client_secret_basic" => TokenAuth::Basic,
+        "post" | "client_secret_post" => TokenAuth::Post,
+        other => {
+            c.bad(
+                &key("token_auth"),
+                format!("unknown token_auth {other:?}"),
+                "use auto (default), basic or post",
+            );
+            TokenAuth::Auto
+        }
     };
+    let pkce = p.pkce.unwrap_or(true);
+    if !oauth && !pkce {
+        c.bad(
+            &key("pkce"),
+            "PKCE is always on for oidc providers",
+            "remove pkce",
+        );
+    }
     let timeout = c.duration(
         &key("timeout"),
         p.timeout.as_deref(),
@@ -1027,7 +1192,9 @@ fn oidc_provider(
         return None;
     }
     Some(OidcConfig {
-        issuer,
+        issuer: if oauth { String::new() } else { issuer },
+        oauth: endpoints,
+        preset: p.preset.clone(),
         client_id,
         client_secret: crate::crypto::Secret::new(secret.unwrap_or_default()),
         scopes,
@@ -1038,6 +1205,13 @@ fn oidc_provider(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         claims,
+        profile_requests,
+        require,
+        pkce,
+        token_auth,
+        allow_dangerous_email_account_linking: p
+            .allow_dangerous_email_account_linking
+            .unwrap_or(false),
         algorithms: p.algorithms.clone(),
         trusted_audiences: p.trusted_audiences.clone(),
         insecure_accept_unverified_email: p.insecure_accept_unverified_email.unwrap_or(false),
@@ -1045,6 +1219,69 @@ fn oidc_provider(
         timeout,
         ca_file,
     })
+}
+
+/// An https URL (http only on loopback, for tests).
+fn remote_url(c: &mut Collector<'_>, key: &str, v: &str) {
+    match Url::parse(v) {
+        Ok(u)
+            if u.scheme() == "https"
+                || (u.scheme() == "http" && u.host_str().is_some_and(is_loopback_host)) => {}
+        Ok(_) => c.bad(
+            key,
+            format!("{v:?} is not https"),
+            "use the https URL (http only for 127.0.0.1/localhost tests)",
+        ),
+        Err(_) => c.bad(
+            key,
+            format!("{v:?} is not a URL"),
+            "write an absolute https URL",
+        ),
+    }
+}
+
+/// The claim expressions, with the defaults of OIDC's standard claims
+/// (plain OAuth 2 profiles also try the common `id`/`login` shapes).
+fn claim_map(
+    c: &mut Collector<'_>,
+    m: &super::raw::RawClaimMap,
+    key: &dyn Fn(&str) -> String,
+    oauth: bool,
+) -> ClaimMap {
+    let mut get = |part: &str,
+                   given: &Option<Vec<String>>,
+                   oidc: &[&str],
+                   oauth_default: &[&str]|
+     -> Vec<Expr> {
+        let defaults = if oauth { oauth_default } else { oidc };
+        let list: Vec<String> = match given {
+            Some(v) => v.clone(),
+            None => defaults.iter().map(|s| s.to_string()).collect(),
+        };
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, s)| match Expr::parse(s) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    c.bad(&key(&format!("claims.{part}[{i}]")), e, "write a claim path like email, realm_access.roles or emails[primary=true].email");
+                    None
+                }
+            })
+            .collect()
+    };
+    ClaimMap {
+        id: get("id", &m.id, &["sub"], &["id", "sub"]),
+        name: get("name", &m.name, &["name"], &["name"]),
+        email: get("email", &m.email, &["email"], &["email"]),
+        image: get("image", &m.image, &["picture"], &["picture", "avatar_url"]),
+        preferred_username: get(
+            "preferred_username",
+            &m.preferred_username,
+            &["preferred_username"],
+            &["preferred_username", "login", "username"],
+        ),
+        groups: get("groups", &m.groups, &["groups"], &["groups"]),
+    }
 }
 
 fn is_loopback_host(h: &str) -> bool {

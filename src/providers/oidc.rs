@@ -1,8 +1,13 @@
-//! The `oidc` provider: discovery (cached, refreshed in the background),
-//! authorization code flow with PKCE S256, `state` and `nonce` always on,
-//! ID tokens verified as OIDC Core §3.1.3.7 lists ([`verify`]), JWKS cached
-//! with a refetch on an unknown `kid`, userinfo merged, claims mapped by
-//! config (dotted paths), `email_verified: false` refused unless allowed.
+//! The `oidc` and `oauth` providers: discovery (cached, refreshed in the
+//! background), authorization code flow with PKCE S256, `state` and
+//! `nonce` always on, ID tokens verified as OIDC Core §3.1.3.7 lists
+//! ([`verify`]), JWKS cached with a refetch on an unknown `kid`, userinfo
+//! merged, claims mapped by config ([`super::profile`] expressions),
+//! `email_verified: false` refused unless allowed.
+//!
+//! A plain OAuth 2 provider (`type: oauth`, GitHub, Discord...) is the same
+//! machine with its endpoints configured instead of discovered, no ID
+//! token, the profile read from userinfo and any extra profile requests.
 
 pub mod jwks;
 pub mod verify;
@@ -17,32 +22,60 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::outbound::{ClientAuth, Outbound, OutboundError};
+use super::profile::{Expr, first_of, union_of};
 use crate::clock::Clock;
 use crate::crypto::{Secret, b64, ct_eq};
 use jwks::Jwks;
 
-/// Where to read each part of the profile from (dotted claim paths).
+/// Where to read each part of the profile from: expressions tried in
+/// order (the first that finds something wins; groups take them all).
 #[derive(Debug, Clone)]
 pub struct ClaimMap {
-    pub id: String,
-    pub name: String,
-    pub email: String,
-    pub image: String,
-    pub preferred_username: String,
-    pub groups: String,
+    pub id: Vec<Expr>,
+    pub name: Vec<Expr>,
+    pub email: Vec<Expr>,
+    pub image: Vec<Expr>,
+    pub preferred_username: Vec<Expr>,
+    pub groups: Vec<Expr>,
 }
 
-impl Default for ClaimMap {
-    fn default() -> Self {
-        ClaimMap {
-            id: "sub".into(),
-            name: "name".into(),
-            email: "email".into(),
-            image: "picture".into(),
-            preferred_username: "preferred_username".into(),
-            groups: "groups".into(),
-        }
+impl ClaimMap {
+    /// The OIDC standard claims.
+    pub fn standard() -> [(&'static str, &'static str); 6] {
+        [
+            ("id", "sub"),
+            ("name", "name"),
+            ("email", "email"),
+            ("image", "picture"),
+            ("preferred_username", "preferred_username"),
+            ("groups", "groups"),
+        ]
     }
+}
+
+/// The endpoints of a plain OAuth 2 provider (nothing to discover).
+#[derive(Debug, Clone)]
+pub struct OAuthEndpoints {
+    pub authorization_url: String,
+    pub token_url: String,
+    pub userinfo_url: Option<String>,
+}
+
+/// An extra GET (with the access token) whose JSON joins the profile
+/// document under `into`: GitHub's e-mails and teams.
+#[derive(Debug, Clone)]
+pub struct ProfileRequest {
+    pub url: String,
+    pub into: String,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAuth {
+    /// `client_secret_basic`, unless discovery says only `post` works.
+    Auto,
+    Basic,
+    Post,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +87,13 @@ pub enum ResponseMode {
 /// An OIDC provider as configured.
 #[derive(Debug, Clone)]
 pub struct OidcConfig {
-    /// Compared byte for byte with the discovery document and `iss`.
+    /// Compared byte for byte with the discovery document and `iss`
+    /// (empty for plain OAuth 2).
     pub issuer: String,
+    /// Set for plain OAuth 2: no discovery, no ID token.
+    pub oauth: Option<OAuthEndpoints>,
+    /// The preset this provider started from, if any.
+    pub preset: Option<String>,
     pub client_id: String,
     pub client_secret: Secret,
     pub scopes: Vec<String>,
@@ -63,6 +101,16 @@ pub struct OidcConfig {
     /// Extra authorization parameters (`prompt`, `acr_values`, `login_hint`, `hd`).
     pub authorization_params: Vec<(String, String)>,
     pub claims: ClaimMap,
+    /// Fetched after userinfo, each into its own key of the profile document.
+    pub profile_requests: Vec<ProfileRequest>,
+    /// Claims that must have these values (Google's `hd`), else AccessDenied.
+    pub require: Vec<(Expr, String)>,
+    /// PKCE (RFC 7636); always on for OIDC, per provider for OAuth 2.
+    pub pkce: bool,
+    pub token_auth: TokenAuth,
+    /// Let this provider sign in to an existing user with the same e-mail
+    /// (Auth.js `allowDangerousEmailAccountLinking`).
+    pub allow_dangerous_email_account_linking: bool,
     /// Empty: what discovery says (asymmetric ones only), else RS256.
     pub algorithms: Vec<String>,
     pub trusted_audiences: Vec<String>,
@@ -101,6 +149,9 @@ pub enum OidcError {
     IdToken(#[from] verify::VerifyError),
     #[error("the e-mail address is not verified by the identity provider")]
     UnverifiedEmail,
+    /// A `require`d claim is missing or has another value.
+    #[error("claim {0} does not have the required value")]
+    Required(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -170,26 +221,6 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Va
     Some(cur)
 }
 
-fn claim_str(claims: &Map<String, Value>, path: &str) -> Option<String> {
-    match claim_at(claims, path)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Groups as a list, from a list or a single string.
-fn claim_list(claims: &Map<String, Value>, path: &str) -> Vec<String> {
-    match claim_at(claims, path) {
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
-        _ => vec![],
-    }
-}
-
 /// RFC 7636 §4.2: `BASE64URL(SHA256(verifier))`.
 pub fn pkce_challenge(verifier: &str) -> String {
     b64(&Sha256::digest(verifier.as_bytes()))
@@ -198,10 +229,23 @@ pub fn pkce_challenge(verifier: &str) -> String {
 impl OidcProvider {
     pub fn new(cfg: OidcConfig, clock: Clock) -> Result<Self, String> {
         let outbound = Outbound::new(cfg.ca_file.as_deref(), cfg.timeout)?;
+        // Plain OAuth 2: the configured endpoints are the whole metadata.
+        let meta = cfg.oauth.as_ref().map(|o| {
+            Arc::new(Metadata {
+                issuer: String::new(),
+                authorization_endpoint: o.authorization_url.clone(),
+                token_endpoint: o.token_url.clone(),
+                userinfo_endpoint: o.userinfo_url.clone(),
+                jwks_uri: String::new(),
+                end_session_endpoint: None,
+                id_token_signing_alg_values_supported: Vec::new(),
+                token_endpoint_auth_methods_supported: Vec::new(),
+            })
+        });
         Ok(OidcProvider {
             cfg,
             outbound,
-            meta: ArcSwapOption::empty(),
+            meta: ArcSwapOption::new(meta),
             jwks: ArcSwap::from_pointee(Jwks::default()),
             jwks_refetched: AtomicU64::new(0),
             clock,
@@ -257,6 +301,9 @@ impl OidcProvider {
     /// The task holds a weak reference: it ends once the provider is
     /// dropped (a config reload replaced it).
     pub fn spawn_discovery(self: &Arc<Self>, refresh: Duration) {
+        if self.is_oauth() {
+            return;
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
@@ -281,6 +328,11 @@ impl OidcProvider {
         });
     }
 
+    /// Plain OAuth 2 (no discovery, no ID token).
+    pub fn is_oauth(&self) -> bool {
+        self.cfg.oauth.is_some()
+    }
+
     /// The authorization request (OIDC Core §3.1.2.1) for one flow.
     pub fn authorize_url(
         &self,
@@ -297,10 +349,14 @@ impl OidcProvider {
                 .append_pair("client_id", &self.cfg.client_id)
                 .append_pair("redirect_uri", redirect_uri)
                 .append_pair("scope", &self.cfg.scopes.join(" "))
-                .append_pair("state", state)
-                .append_pair("nonce", nonce)
-                .append_pair("code_challenge", &pkce_challenge(verifier))
-                .append_pair("code_challenge_method", "S256");
+                .append_pair("state", state);
+            if !self.is_oauth() {
+                q.append_pair("nonce", nonce);
+            }
+            if self.cfg.pkce {
+                q.append_pair("code_challenge", &pkce_challenge(verifier))
+                    .append_pair("code_challenge_method", "S256");
+            }
             if self.cfg.response_mode == ResponseMode::FormPost {
                 q.append_pair("response_mode", "form_post");
             }
@@ -313,10 +369,16 @@ impl OidcProvider {
 
     fn client_auth(&self, meta: &Metadata) -> ClientAuth<'_> {
         let methods = &meta.token_endpoint_auth_methods_supported;
-        if !methods.is_empty()
-            && !methods.iter().any(|m| m == "client_secret_basic")
-            && methods.iter().any(|m| m == "client_secret_post")
-        {
+        let post = match self.cfg.token_auth {
+            TokenAuth::Post => true,
+            TokenAuth::Basic => false,
+            TokenAuth::Auto => {
+                !methods.is_empty()
+                    && !methods.iter().any(|m| m == "client_secret_basic")
+                    && methods.iter().any(|m| m == "client_secret_post")
+            }
+        };
+        if post {
             ClientAuth::InBody
         } else {
             ClientAuth::Basic {
@@ -373,13 +435,15 @@ impl OidcProvider {
         verifier: &str,
         redirect_uri: &str,
     ) -> Result<TokenSet, OidcError> {
-        self.token_request(vec![
+        let mut fields = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
-            ("code_verifier", verifier),
-        ])
-        .await
+        ];
+        if self.cfg.pkce {
+            fields.push(("code_verifier", verifier));
+        }
+        self.token_request(fields).await
     }
 
     /// Uses a refresh token (RFC 6749 §6).
@@ -467,11 +531,13 @@ impl OidcProvider {
         }
     }
 
-    /// Userinfo (OIDC Core §5.3); its `sub` must be the ID token's (§5.3.2).
+    /// Userinfo (OIDC Core §5.3); its `sub` must be the ID token's
+    /// (§5.3.2). Plain OAuth 2 has no ID token: `sub` is `None` and
+    /// userinfo is the profile.
     pub async fn userinfo(
         &self,
         access_token: &str,
-        sub: &str,
+        sub: Option<&str>,
     ) -> Result<Map<String, Value>, OidcError> {
         let Some(url) = self
             .meta
@@ -482,15 +548,20 @@ impl OidcProvider {
             return Ok(Map::new());
         };
         let v = self.outbound.get_json(&url, Some(access_token)).await?;
-        let Value::Object(m) = v else {
+        let Value::Object(mut m) = v else {
             return Err(OidcError::Invalid("userinfo is not a JSON object".into()));
         };
-        if !m
-            .get("sub")
-            .and_then(Value::as_str)
-            .is_some_and(|s| ct_eq(s.as_bytes(), sub.as_bytes()))
+        if let Some(sub) = sub
+            && !m
+                .get("sub")
+                .and_then(Value::as_str)
+                .is_some_and(|s| ct_eq(s.as_bytes(), sub.as_bytes()))
         {
             return Err(OidcError::Invalid("userinfo names another subject".into()));
+        }
+        for r in &self.cfg.profile_requests {
+            let extra = self.outbound.get_json(&r.url, Some(access_token)).await?;
+            m.insert(r.into.clone(), extra);
         }
         Ok(m)
     }
@@ -505,22 +576,48 @@ impl OidcProvider {
             claims.insert(k, v);
         }
         let c = &self.cfg.claims;
-        let email = claim_str(&claims, &c.email).map(|e| e.trim().to_ascii_lowercase());
+        let email = first_of(&c.email, &claims).map(|e| e.trim().to_ascii_lowercase());
         if email.is_some()
             && !self.cfg.insecure_accept_unverified_email
             && claims.get("email_verified").and_then(Value::as_bool) == Some(false)
         {
             return Err(OidcError::UnverifiedEmail);
         }
-        let id = claim_str(&claims, &c.id)
-            .ok_or_else(|| OidcError::Invalid(format!("no {:?} claim for the user id", c.id)))?;
+        for (expr, want) in &self.cfg.require {
+            if !expr
+                .all(&claims)
+                .iter()
+                .any(|got| ct_eq(got.as_bytes(), want.as_bytes()))
+            {
+                return Err(OidcError::Required(expr.to_string()));
+            }
+        }
+        let id = first_of(&c.id, &claims).ok_or_else(|| {
+            OidcError::Invalid(format!(
+                "no value at {} for the user id",
+                c.id.iter()
+                    .map(Expr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        if union_of(&c.groups, &claims).is_empty()
+            && claims
+                .get("_claim_names")
+                .and_then(|n| n.get("groups"))
+                .is_some()
+        {
+            // OIDC Core §5.6.2 distributed claims (Entra's groups overage):
+            // the groups live elsewhere and are not fetched.
+            tracing::warn!(provider = %self.cfg.client_id, "the token names its groups as a distributed claim (too many groups, e.g. Entra ID overage); they are not fetched: assign groups to the application or use app roles");
+        }
         Ok(Profile {
             id,
-            name: claim_str(&claims, &c.name),
+            name: first_of(&c.name, &claims),
             email,
-            image: claim_str(&claims, &c.image),
-            preferred_username: claim_str(&claims, &c.preferred_username),
-            groups: claim_list(&claims, &c.groups),
+            image: first_of(&c.image, &claims),
+            preferred_username: first_of(&c.preferred_username, &claims),
+            groups: union_of(&c.groups, &claims),
             claims,
         })
     }
@@ -541,11 +638,10 @@ mod tests {
     #[test]
     fn claims_are_read_at_dotted_paths() {
         let c: Map<String, Value> =
-            serde_json::from_str(r#"{"realm_access":{"roles":["a","b"]},"dotted.key":"x","n":7}"#)
+            serde_json::from_str(r#"{"realm_access":{"roles":["a","b"]},"dotted.key":"x"}"#)
                 .unwrap();
-        assert_eq!(claim_list(&c, "realm_access.roles"), vec!["a", "b"]);
-        assert_eq!(claim_str(&c, "dotted.key").as_deref(), Some("x"));
-        assert_eq!(claim_str(&c, "n").as_deref(), Some("7"));
+        assert_eq!(claim_at(&c, "realm_access.roles").unwrap()[1], "b");
+        assert_eq!(claim_at(&c, "dotted.key").unwrap(), "x");
         assert!(claim_at(&c, "realm_access.nope").is_none());
     }
 }
