@@ -5,6 +5,7 @@
 //! Every state-changing POST checks the CSRF double submit first; every
 //! redirect target goes through the redirect policy.
 
+mod accounts;
 mod credentials;
 pub mod csrf;
 pub mod current;
@@ -236,6 +237,17 @@ async fn establish(
             headers,
             &error_target(app, ErrorCode::AccessDenied, callback),
         ));
+    }
+    match accounts::resolve(app, headers, &mut claims).await? {
+        accounts::Resolved::SignIn => {}
+        accounts::Resolved::Linked => {
+            app.metrics.signin(&provider, "linked");
+            return Ok(go(headers, callback));
+        }
+        accounts::Resolved::Refused(code) => {
+            app.metrics.signin(&provider, "denied");
+            return Ok(go(headers, &error_target(app, code, callback)));
+        }
     }
     let seen = crate::http::cookies::get_chunked(headers, &app.names.session).1;
     let cookies = app

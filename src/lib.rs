@@ -30,4 +30,5 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod users;
 pub mod whoami;

@@ -29,6 +29,8 @@ pub struct App {
     /// The configured store (shared with `database` sessions): users,
     /// accounts, verification tokens and shared counters live here.
     pub store: Option<Arc<crate::store::redis::Redis>>,
+    /// Users and linked accounts (with `database` sessions).
+    pub users: Option<crate::users::Users>,
     pub csrf: Csrf,
     pub flows: Flows,
     pub metrics: crate::metrics::Metrics,
@@ -95,6 +97,15 @@ impl App {
             }
             _ => SessionStore::Jwt(jwt()),
         };
+        let users = match (&sessions, &store, &config.store) {
+            (SessionStore::Database(_), Some(redis), Some(cfg)) => Some(crate::users::Users::new(
+                redis.clone(),
+                &cfg.key_prefix,
+                &config.secrets,
+                clock.clone(),
+            )),
+            _ => None,
+        };
         let csrf = Csrf::new(&config.secrets, &names);
         let flows = Flows::new(
             &config.secrets,
@@ -156,6 +167,7 @@ impl App {
             names,
             sessions,
             store,
+            users,
             csrf,
             flows,
             refresher: Default::default(),

@@ -247,3 +247,44 @@ fn oidc_keys_on_a_credentials_provider_are_refused() {
         assert!(err.contains("is for oidc providers"), "{extra}: {err}");
     }
 }
+
+#[test]
+fn presets_need_their_params_and_auto_redirect_needs_a_single_provider() {
+    let (code, _, err) = check(
+        "secrets: [0123456789abcdef0123456789abcdef]\nproviders:\n  - preset: entra-id\n    client_id: c\n    client_secret: s\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("providers[0].params.tenant"), "{err}");
+    assert!(err.contains("needs params.tenant"), "{err}");
+    let (code, _, err) = check(
+        "secrets: [0123456789abcdef0123456789abcdef]\nproviders:\n  - preset: gitbub\n    client_id: c\n    client_secret: s\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown preset \"gitbub\"") && err.contains("github"),
+        "{err}"
+    );
+    let (code, out, err) = check(
+        "secrets: [0123456789abcdef0123456789abcdef]\nproviders:\n  - preset: github\n    client_id: c\n    client_secret: s\n    auto_redirect: true\n  - preset: google\n    client_id: c\n    client_secret: s\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("auto_redirect"), "{err}");
+    // A preset's every field stays overridable; check shows the result.
+    let (code, out, err) = check(
+        "secrets: [0123456789abcdef0123456789abcdef]\nproviders:\n  - preset: github\n    params: {base_url: \"https://ghe.example.com\", api_url: \"https://ghe.example.com/api/v3\"}\n    client_id: c\n    client_secret: s\n    claims: {name: login}\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("https://ghe.example.com/login/oauth/authorize"),
+        "{out}"
+    );
+    assert!(
+        out.contains("https://ghe.example.com/api/v3/user/emails?per_page=100"),
+        "{out}"
+    );
+    assert!(!out.contains("\"s\""), "the client secret leaked: {out}");
+}

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod accounts;
 mod browser;
 mod config_check;
 mod database;

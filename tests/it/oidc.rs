@@ -270,3 +270,52 @@ async fn store_tokens_false_keeps_only_the_identity_in_the_cookie() {
     }
     assert!(cookie.len() < 1200, "cookie of {} bytes", cookie.len());
 }
+
+/// `auto_redirect` on the only provider: the sign-in page goes straight to
+/// the IdP (the flow still works end to end), except when it shows an error.
+#[tokio::test]
+async fn auto_redirect_skips_the_sign_in_page_for_the_only_provider() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let idp = Idp::start(Idp::default_config(
+        &format!("{origin}/auth/callback/corp"),
+        &[],
+    ))
+    .await;
+    let up = Upstream::start().await;
+    let item = format!(
+        "  - type: oidc\n    id: corp\n    issuer: {}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    auto_redirect: true\n",
+        idp.issuer
+    );
+    let conf = Conf {
+        users: vec![],
+        ..Conf::default()
+    }
+    .upstream(&up.url())
+    .provider(&item);
+    let pc = Portcullis::start_at(conf, &[], port).await;
+    pc.wait_readyz(StatusCode::OK).await;
+    let mut b = Browser::new();
+    let r = b.get(&pc.url("/reports")).await;
+    let r = b.get(&pc.url(r.location())).await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    assert!(
+        r.location().starts_with(&format!("{}/auth?", idp.issuer)),
+        "{}",
+        r.location()
+    );
+    let back = idp_login(&mut b, r.location(), "alice").await;
+    let r = b.get(back.location()).await;
+    assert_eq!(r.location(), "/reports", "{}", pc.logs());
+    b.get(&pc.url("/reports")).await;
+    assert_eq!(
+        up.last().header("x-auth-request-email"),
+        Some("alice@example.com")
+    );
+    // With an error to show, the page is shown (no redirect loop).
+    let page = Browser::new()
+        .get(&pc.url("/auth/signin?error=AccessDenied"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Sign in with corp"), "{}", page.body);
+}

@@ -200,10 +200,14 @@ impl Conf {
                 y += &format!("  ca_file: {}\n", ca.display());
             }
         }
-        y += &format!(
-            "providers:\n  - type: credentials\n    name: Test users\n    users_file: {}\n",
-            users_file.display()
-        );
+        y += "providers:\n";
+        // No users: no credentials provider (only the listed ones).
+        if !self.users.is_empty() {
+            y += &format!(
+                "  - type: credentials\n    name: Test users\n    users_file: {}\n",
+                users_file.display()
+            );
+        }
         for p in &self.providers {
             y += p.replace("{port}", &port.to_string()).as_str();
             if !p.ends_with('\n') {
