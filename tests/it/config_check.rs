@@ -237,6 +237,8 @@ fn oidc_keys_on_a_credentials_provider_are_refused() {
         "    algorithms: [RS256]\n",
         "    claims:\n      email: mail\n",
         "    store_tokens: false\n",
+        "    token_url: https://idp.example/token\n",
+        "    profile_requests: [{url: https://api.example/emails, into: emails}]\n",
     ] {
         let yaml = GOOD.replace(
             "    users_file: users.yaml\n",
@@ -244,7 +246,10 @@ fn oidc_keys_on_a_credentials_provider_are_refused() {
         );
         let (code, _, err) = check(&yaml, &[]);
         assert_eq!(code, 2, "{extra}");
-        assert!(err.contains("is for oidc providers"), "{extra}: {err}");
+        assert!(
+            err.contains("is for oidc and oauth providers"),
+            "{extra}: {err}"
+        );
     }
 }
 
