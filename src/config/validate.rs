@@ -541,6 +541,18 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     };
 
     let providers = providers(&mut c, &raw.providers, &resolve);
+    if raw.store.redis_url.is_none()
+        && let Some(i) = raw
+            .providers
+            .iter()
+            .position(|p| p.kind.as_deref() == Some("email"))
+    {
+        c.bad(
+            &format!("providers[{i}].type"),
+            "an email provider needs a store: its one-time tokens and rate-limit counters live there",
+            "set store.redis_url, like redis://127.0.0.1:6379",
+        );
+    }
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -754,7 +766,26 @@ fn providers(
             );
             continue;
         }
+        if kind != "email"
+            && let Some(k) = crate::providers::email::email_only_key(p)
+        {
+            c.bad(
+                &key(k),
+                format!("`{k}` is for email providers"),
+                "set type: email, or remove the key",
+            );
+            continue;
+        }
         let kind = match kind {
+            "email" => match crate::providers::email::from_raw(p, resolve) {
+                Ok(e) => ProviderKind::Email(std::sync::Arc::new(e)),
+                Err(problems) => {
+                    for (k, message, fix) in problems {
+                        c.bad(&key(&k), message, fix);
+                    }
+                    continue;
+                }
+            },
             "credentials" => {
                 let oidc_keys = [
                     ("issuer", p.issuer.is_some()),
@@ -817,7 +848,7 @@ fn providers(
                 c.bad(
                     &key("type"),
                     format!("unknown provider type {other:?}"),
-                    "use credentials or oidc",
+                    "use credentials, oidc or email",
                 );
                 continue;
             }
@@ -825,6 +856,7 @@ fn providers(
         let name = p.name.clone().unwrap_or_else(|| match &kind {
             ProviderKind::Credentials(_) => "Credentials".into(),
             ProviderKind::Oidc(_) => id.clone(),
+            ProviderKind::Email(_) => "Email".into(),
         });
         out.push(ProviderConfig { id, name, kind });
     }
