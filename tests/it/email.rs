@@ -630,3 +630,105 @@ async fn email_callback_url_from_the_open_redirect_corpus_never_leaves_the_site(
         crate::redirects::assert_safe(r.location(), "e-mail link", payload);
     }
 }
+
+/// `portcullis check` on a config with `provider` (and `store` unless
+/// `no_store`): (exit code, stdout, stderr).
+fn check(provider: &str, no_store: bool) -> (i32, String, String) {
+    let dir = TempDir::new("email-check");
+    let mut yaml = format!(
+        "listen: 127.0.0.1:4180\npublic_url: https://auth.example.com\nsecrets: [\"{SECRET}\"]\nproviders:\n{provider}"
+    );
+    if !no_store {
+        yaml += "store:\n  redis_url: redis://127.0.0.1:6379\n";
+    }
+    let cfg = dir.write("portcullis.yaml", &yaml);
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn email_provider_config_check_redacts_the_smtp_password() {
+    let (code, out, err) = check(
+        "  - type: email\n    server: smtp://mailer:s3cret-pass%40word@smtp.example.com\n    from: \"Example <no-reply@example.com>\"\n    max_age: 1h\n",
+        false,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &v["providers"][0];
+    assert_eq!(p["type"], "email");
+    assert_eq!(p["server"], "smtp://smtp.example.com:587");
+    assert_eq!(p["starttls"], "required");
+    assert_eq!(p["username"], "mailer");
+    assert_eq!(p["password"], "<redacted>");
+    assert_eq!(p["max_age"], "3600s");
+    assert_eq!(p["rate_limit"]["per_email"], 5);
+    assert!(!out.contains("s3cret") && !err.contains("s3cret"), "{out}");
+}
+
+#[test]
+fn email_provider_config_problems_name_the_key_and_the_fix() {
+    let ok =
+        "  - type: email\n    server: smtp://smtp.example.com\n    from: no-reply@example.com\n";
+    let cases: &[(String, bool, &[&str])] = &[
+        (
+            ok.into(),
+            true,
+            &["providers[0].type", "needs a store", "store.redis_url"],
+        ),
+        (
+            ok.replace("smtp://smtp.example.com", "http://smtp.example.com"),
+            false,
+            &["providers[0].server", "smtps://"],
+        ),
+        (
+            format!("{ok}    starttls: sometimes\n"),
+            false,
+            &["providers[0].starttls", "opportunistic"],
+        ),
+        (
+            ok.replace("smtp://", "smtps://") + "    starttls: required\n",
+            false,
+            &["providers[0].starttls", "does not apply"],
+        ),
+        (
+            ok.replace("no-reply@example.com", "\"a, b <x>\""),
+            false,
+            &["providers[0].from"],
+        ),
+        (
+            format!("{ok}    username: u\n"),
+            false,
+            &["providers[0].password", "no password"],
+        ),
+        (
+            format!("{ok}    max_age: soon\n"),
+            false,
+            &["providers[0].max_age", "duration"],
+        ),
+        (
+            format!("{ok}    issuer: https://idp.example.com\n"),
+            false,
+            &["providers[0].issuer", "not a setting of email providers"],
+        ),
+        (
+            "  - type: credentials\n    users: []\n    server: smtp://x\n".into(),
+            false,
+            &["providers[0].server", "is for email providers"],
+        ),
+    ];
+    for (provider, no_store, needles) in cases {
+        let (code, _, err) = check(provider, *no_store);
+        assert_ne!(code, 0, "{provider}");
+        for n in *needles {
+            assert!(err.contains(n), "{provider}: {n:?} not in\n{err}");
+        }
+    }
+}
