@@ -9,6 +9,7 @@ mod accounts;
 mod credentials;
 pub mod csrf;
 pub mod current;
+mod email;
 pub mod flow;
 pub mod form;
 mod oauth;
@@ -53,10 +54,7 @@ pub async fn route(
         "/error" if is_read => Ok(error_page(&req)),
         "/verify-request" if is_read => Ok(web::html(
             StatusCode::OK,
-            pages::layout(
-                "Check your e-mail",
-                "<h1>Check your e-mail</h1><p>A sign-in link has been sent to your e-mail address.</p>",
-            ),
+            pages::verify_request(app.redirects.check_or_home(None).as_str()),
         )),
         "/forward-auth" => Ok(forward::forward_auth(app, &req, client).await),
         "/auth-request" => Ok(forward::auth_request(app, &req, client).await),
@@ -176,7 +174,9 @@ fn signin_page(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Err
         .iter()
         .map(|p| match p.kind {
             ProviderKind::Credentials(_) => (format!("{base}/callback/{}", p.id), p.name.as_str()),
-            ProviderKind::Oidc(_) => (format!("{base}/signin/{}", p.id), p.name.as_str()),
+            ProviderKind::Oidc(_) | ProviderKind::Email(_) => {
+                (format!("{base}/signin/{}", p.id), p.name.as_str())
+            }
         })
         .collect();
     let entries = actions
@@ -185,6 +185,7 @@ fn signin_page(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Err
         .map(|((action, name), p)| match p.kind {
             ProviderKind::Credentials(_) => SigninEntry::Credentials { action, name },
             ProviderKind::Oidc(_) => SigninEntry::Button { action, name },
+            ProviderKind::Email(_) => SigninEntry::Email { action, name },
         })
         .collect();
     let page = pages::signin(&SigninPage {
@@ -216,6 +217,8 @@ async fn sign_in(
         }
         (ProviderKind::Oidc(_), false, true) => oauth::start(app, req, &p.id).await,
         (ProviderKind::Oidc(_), true, _) => oauth::callback(app, req, client, &p.id).await,
+        (ProviderKind::Email(cfg), false, true) => email::start(app, req, client, &p.id, cfg).await,
+        (ProviderKind::Email(_), true, false) => email::callback(app, req, client, &p.id).await,
         _ => Err(Error::MethodNotAllowed),
     }
 }

@@ -1,8 +1,10 @@
 //! Ways to sign in. Each provider has an id (its URL segment), a display
 //! name, and a kind holding what that kind needs: [`credentials`] (a users
-//! file) and [`oidc`] (an OpenID provider, with its run-time state).
+//! file), [`oidc`] (an OpenID provider, with its run-time state) and
+//! [`email`] (magic links over SMTP).
 
 pub mod credentials;
+pub mod email;
 pub mod oidc;
 pub mod outbound;
 pub mod presets;
@@ -23,6 +25,7 @@ pub enum ProviderKind {
     Credentials(credentials::Credentials),
     /// The provider's settings; its run-time state lives in the app.
     Oidc(std::sync::Arc<oidc::OidcConfig>),
+    Email(std::sync::Arc<email::EmailConfig>),
 }
 
 impl ProviderConfig {
@@ -32,6 +35,7 @@ impl ProviderConfig {
             ProviderKind::Credentials(_) => "credentials",
             ProviderKind::Oidc(c) if c.oauth.is_some() => "oauth",
             ProviderKind::Oidc(_) => "oidc",
+            ProviderKind::Email(_) => "email",
         }
     }
 
@@ -86,6 +90,17 @@ impl ProviderConfig {
                 v["insecure_accept_unverified_email"] = json!(c.insecure_accept_unverified_email);
                 v["store_tokens"] = json!(c.store_tokens);
                 v["timeout"] = json!(format!("{}s", c.timeout.as_secs()));
+            }
+            ProviderKind::Email(c) => {
+                v["server"] = json!(c.mailer.server);
+                v["starttls"] = json!(c.mailer.security.as_str());
+                v["from"] = json!(c.from.to_string());
+                v["username"] = json!(c.mailer.username);
+                v["password"] = json!(c.mailer.username.as_ref().map(|_| "<redacted>"));
+                v["max_age"] = json!(format!("{}s", c.max_age.as_secs()));
+                v["rate_limit"] = json!({ "per_email": c.rate_limit.per_email, "per_ip": c.rate_limit.per_ip,
+                    "window": format!("{}s", c.rate_limit.window.as_secs()) });
+                v["timeout"] = json!(format!("{}s", c.mailer.timeout.as_secs()));
             }
         }
         v

@@ -43,7 +43,6 @@ pub(super) async fn resolve(
             ..
         }) => c.allow_dangerous_email_account_linking,
         // The e-mail provider proves the address itself.
-        #[allow(unreachable_patterns)]
         Some(_) => true,
     };
     let Some(account_id) = claims.sub.clone().or_else(|| claims.email.clone()) else {

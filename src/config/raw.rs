@@ -192,6 +192,36 @@ pub struct RawProvider {
     /// The only provider: skip the sign-in page.
     #[serde(deserialize_with = "opt_bool")]
     pub auto_redirect: Option<bool>,
+    // email
+    /// `smtp://host:587` (STARTTLS) or `smtps://host:465` (TLS).
+    #[serde(deserialize_with = "opt_text")]
+    pub server: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub from: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub password: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub password_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub starttls: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub max_age: Option<String>,
+    pub rate_limit: RawRateLimit,
+}
+
+/// How many sign-in e-mails an address, or a client IP, may ask for in
+/// one window (counters in the store, shared by replicas).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    #[serde(deserialize_with = "opt_u64")]
+    pub per_email: Option<u64>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub per_ip: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
+    pub window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -545,6 +545,18 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     };
 
     let providers = providers(&mut c, &raw.providers, &resolve);
+    if raw.store.redis_url.is_none()
+        && let Some(i) = raw
+            .providers
+            .iter()
+            .position(|p| p.kind.as_deref() == Some("email"))
+    {
+        c.bad(
+            &format!("providers[{i}].type"),
+            "an email provider needs a store: its one-time tokens and rate-limit counters live there",
+            "set store.redis_url, like redis://127.0.0.1:6379",
+        );
+    }
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -753,7 +765,7 @@ fn with_presets(doc: &Document) -> Result<serde_json::Value, ConfigError> {
 }
 
 /// The keys of `p` that only `oidc`/`oauth` providers take.
-fn remote_only_keys(p: &RawProvider) -> Vec<&'static str> {
+pub(crate) fn remote_only_keys(p: &RawProvider) -> Vec<&'static str> {
     let claims_set = serde_json::to_value(&p.claims).is_ok_and(|v| {
         v.as_object()
             .is_some_and(|m| m.values().any(|x| !x.is_null()))
@@ -832,7 +844,26 @@ fn providers(
             );
             continue;
         }
+        if kind != "email"
+            && let Some(k) = crate::providers::email::email_only_key(p)
+        {
+            c.bad(
+                &key(k),
+                format!("`{k}` is for email providers"),
+                "set type: email, or remove the key",
+            );
+            continue;
+        }
         let kind = match kind {
+            "email" => match crate::providers::email::from_raw(p, resolve) {
+                Ok(e) => ProviderKind::Email(std::sync::Arc::new(e)),
+                Err(problems) => {
+                    for (k, message, fix) in problems {
+                        c.bad(&key(&k), message, fix);
+                    }
+                    continue;
+                }
+            },
             "credentials" => {
                 if let Some(k) = remote_only_keys(p).first() {
                     c.bad(
@@ -868,7 +899,7 @@ fn providers(
                 c.bad(
                     &key("type"),
                     format!("unknown provider type {other:?}"),
-                    "use credentials, oidc or oauth (or a preset: preset: github)",
+                    "use credentials, oidc, oauth or email (or a preset: preset: github)",
                 );
                 continue;
             }
@@ -876,6 +907,7 @@ fn providers(
         let name = p.name.clone().unwrap_or_else(|| match &kind {
             ProviderKind::Credentials(_) => "Credentials".into(),
             ProviderKind::Oidc(_) => id.clone(),
+            ProviderKind::Email(_) => "Email".into(),
         });
         let auto_redirect = p.auto_redirect.unwrap_or(false);
         if auto_redirect && !matches!(kind, ProviderKind::Oidc(_)) {

@@ -36,6 +36,8 @@ pub enum SigninEntry<'a> {
     Credentials { action: &'a str, name: &'a str },
     /// A button posting the CSRF token to `action` (OAuth/OIDC).
     Button { action: &'a str, name: &'a str },
+    /// An e-mail field posting to `action` (magic link).
+    Email { action: &'a str, name: &'a str },
 }
 
 pub struct SigninPage<'a> {
@@ -65,6 +67,16 @@ pub fn signin(p: &SigninPage<'_>) -> String {
                     esc(name)
                 );
             }
+            SigninEntry::Email { action, name } => {
+                let _ = write!(
+                    body,
+                    "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"csrfToken\" value=\"{}\"><input type=\"hidden\" name=\"callbackUrl\" value=\"{}\"><label for=\"email-{i}\">E-mail</label><input id=\"email-{i}\" name=\"email\" type=\"email\" autocomplete=\"email\" maxlength=\"254\" placeholder=\"name@example.com\" required><button type=\"submit\">Sign in with {}</button></form>",
+                    esc(action),
+                    esc(p.csrf_token),
+                    esc(p.callback_url),
+                    esc(name)
+                );
+            }
             SigninEntry::Button { action, name } => {
                 let _ = write!(
                     body,
@@ -88,6 +100,18 @@ pub fn signout(action: &str, csrf_token: &str, callback_url: &str) -> String {
             esc(action),
             esc(csrf_token),
             esc(callback_url)
+        ),
+    )
+}
+
+/// After an e-mail sign-in form: the same words whatever the address was
+/// (it is not repeated: nothing tells whether a mail went out).
+pub fn verify_request(home: &str) -> String {
+    layout(
+        "Check your e-mail",
+        &format!(
+            "<h1>Check your e-mail</h1><p>A sign-in link has been sent to your e-mail address. It works once.</p><p class=\"muted\"><a href=\"{}\">Back to the site</a></p>",
+            esc(home)
         ),
     )
 }

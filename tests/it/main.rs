@@ -11,6 +11,7 @@ mod config_check;
 mod database;
 mod database_topologies;
 mod edge;
+mod email;
 mod forward_auth;
 mod idp_fixture;
 mod observability;

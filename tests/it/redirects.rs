@@ -8,7 +8,7 @@ use crate::support::*;
 const ALLOWED: &str = "www.whitelisteddomain.tld";
 
 /// A target is fine when it is a same-site path or on the allowed host.
-fn assert_safe(target: &str, what: &str, payload: &str) {
+pub(crate) fn assert_safe(target: &str, what: &str, payload: &str) {
     if target.is_empty() {
         return;
     }

@@ -1,0 +1,298 @@
+//! E-mail sign-in (Auth.js magic links). `POST {base}/signin/{id}` takes
+//! an address (CSRF-checked), counts it against the rate limits, stores
+//! the hash of a fresh token with the `callbackUrl` (the redirect policy
+//! already passed it) for `max_age`, and answers with the
+//! `verify-request` page at once: the mail goes out in a spawned task, so
+//! the answer is the same, and as fast, for every address. The link,
+//! `{base}/callback/{id}?token=...&email=...`, consumes the token
+//! atomically (`GETDEL`) and signs the user in through `establish`.
+//!
+//! Nothing tells addresses apart: unknown, refused by the access rules or
+//! over a rate limit, the answer is the verify-request page; only the log
+//! says which (and no mail goes out). Redis down fails closed (503).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use super::form::query_param;
+use super::{CheckedPost, checked_post, error_target, establish, go};
+use crate::authz;
+use crate::clock::UnixTime;
+use crate::crypto::sha256_hex;
+use crate::http::forwarded::ClientInfo;
+use crate::http::redirect::SafeRedirect;
+use crate::http::{Body, Error, ErrorCode};
+use crate::providers::email::{self, EmailConfig, Token, normalize_address, token_hash};
+use crate::session::Claims;
+use crate::state::App;
+use crate::store::redis::Redis;
+
+/// What the store keeps under a token's hash: where to go after sign-in
+/// and when the link expires. Neither the token nor the address.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    callback: String,
+    exp: UnixTime,
+}
+
+/// The session claims for an address that proved it reads its mail. One
+/// small function, so user records can take its place.
+pub(crate) fn claims_for(email: &str, provider: &str) -> Claims {
+    Claims {
+        email: Some(email.to_string()),
+        sub: Some(email.to_string()),
+        provider: Some(provider.to_string()),
+        ..Claims::default()
+    }
+}
+
+fn store(app: &App) -> Result<(&Arc<Redis>, &str), Error> {
+    match (&app.store, &app.config.store) {
+        (Some(r), Some(cfg)) => Ok((r, cfg.key_prefix.as_str())),
+        // Validation requires a store for email providers.
+        _ => Err(Error::Unavailable(
+            "E-mail sign-in needs the store, and none is configured.",
+        )),
+    }
+}
+
+/// `POST {base}/signin/{id}`: sends the link (or, quietly, does not).
+pub(super) async fn start(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    provider: &str,
+    cfg: &Arc<EmailConfig>,
+) -> Result<Response<Body>, Error> {
+    let CheckedPost {
+        parts,
+        form,
+        callback,
+    } = match checked_post(app, req, "e-mail sign-in").await? {
+        Ok(post) => post,
+        Err(refused) => return Ok(refused),
+    };
+    let email = match normalize_address(form.get("email").unwrap_or("")) {
+        Ok(e) => e,
+        Err(why) => {
+            tracing::info!(provider, client_ip = %client.client_ip, reason = ?why, "e-mail sign-in refused: not one plain address; no mail sent");
+            return Err(Error::BadRequest(why.message()));
+        }
+    };
+    let (redis, prefix) = store(app)?;
+    let who = sha256_hex(email.as_bytes());
+    let who = &who[..16];
+    if let Some(limit) = over_limit(redis, prefix, cfg, who, client.client_ip).await? {
+        tracing::warn!(
+            provider,
+            limit,
+            client_ip = %client.client_ip,
+            email_hash = who,
+            "e-mail sign-in rate limit exceeded: no mail sent"
+        );
+        app.metrics.signin(provider, "denied");
+        return Ok(go(&parts.headers, &verify_request(app, provider)));
+    }
+    // Stored for every address, allowed or not: the same work either way.
+    let token = Token::generate();
+    let exp = app.clock.now() + cfg.max_age.as_secs();
+    let pending = serde_json::to_string(&Pending {
+        callback: callback.as_str().to_string(),
+        exp,
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    let key = format!("{prefix}vt:{}", token_hash(&email, token.expose()));
+    redis
+        .cmd::<()>(
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(pending)
+                .arg("EX")
+                .arg(cfg.max_age.as_secs().max(1)),
+        )
+        .await?;
+    if authz::allowed(&app.config.access, &claims_for(&email, provider)) {
+        send_link(app, provider, cfg, email, token, who.to_string());
+    } else {
+        tracing::info!(provider, email_hash = who, client_ip = %client.client_ip, "e-mail sign-in: the access rules refuse this address; no mail sent");
+    }
+    Ok(go(&parts.headers, &verify_request(app, provider)))
+}
+
+/// The mail goes out in its own task: the answer never waits on SMTP.
+fn send_link(
+    app: &App,
+    provider: &str,
+    cfg: &Arc<EmailConfig>,
+    email: String,
+    token: Token,
+    who: String,
+) {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("token", token.expose())
+        .append_pair("email", &email);
+    let link = app.public_auth_url(&format!("/callback/{provider}?{}", q.finish()));
+    let site = app.config.public_url.host_str().unwrap_or("").to_string();
+    let cfg = cfg.clone();
+    let provider = provider.to_string();
+    tokio::spawn(async move {
+        let result = match email::message(&cfg, &email, &link, &site) {
+            Ok(msg) => cfg.mailer.send(msg).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(provider, email_hash = who, server = %cfg.mailer.server, "sign-in e-mail sent")
+            }
+            Err(error) => {
+                tracing::warn!(provider, email_hash = who, server = %cfg.mailer.server, error, "sign-in e-mail NOT sent")
+            }
+        }
+    });
+}
+
+/// Counts one request against the address's and the client's windows;
+/// the name of a limit it goes over, if any.
+async fn over_limit(
+    redis: &Redis,
+    prefix: &str,
+    cfg: &EmailConfig,
+    who: &str,
+    ip: IpAddr,
+) -> Result<Option<&'static str>, Error> {
+    // INCR, and start the window with the first request (atomic).
+    static COUNT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+        Script::new(
+            "local n = redis.call('INCR', KEYS[1]) \
+             if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
+             return n",
+        )
+    });
+    let rl = &cfg.rate_limit;
+    let window = rl.window.as_millis().to_string();
+    let count = |key: String, limit: u64| {
+        let window = window.clone();
+        async move {
+            if limit == 0 {
+                return Ok::<bool, Error>(false);
+            }
+            let n: u64 = redis.script(&COUNT, &[&key], &[&window]).await?;
+            Ok(n > limit)
+        }
+    };
+    let (by_email, by_ip) = tokio::join!(
+        count(format!("{prefix}rl:e:{who}"), rl.per_email),
+        count(format!("{prefix}rl:ip:{}", ip_bucket(ip)), rl.per_ip)
+    );
+    Ok(match (by_email?, by_ip?) {
+        (true, _) => Some("email"),
+        (_, true) => Some("ip"),
+        _ => None,
+    })
+}
+
+/// An IPv4 address, or the /64 an IPv6 address is in (one host's share).
+fn ip_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+fn verify_request(app: &App, provider: &str) -> SafeRedirect {
+    let base = &app.config.base_path;
+    app.redirects.check_or_home(Some(&format!(
+        "{base}/verify-request?provider={provider}&type=email"
+    )))
+}
+
+/// `GET {base}/callback/{id}?token=...&email=...`: the link from the mail.
+pub(super) async fn callback(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: &ClientInfo,
+    provider: &str,
+) -> Result<Response<Body>, Error> {
+    let q = req.uri().query();
+    let token = query_param(q, "token").unwrap_or_default();
+    let email = query_param(q, "email")
+        .and_then(|e| normalize_address(&e).ok())
+        .unwrap_or_default();
+    let headers = req.headers();
+    if email.is_empty() || !email::well_formed_token(&token) {
+        return Ok(refuse(app, headers, client, provider, "malformed link"));
+    }
+    let (redis, prefix) = store(app)?;
+    let key = format!("{prefix}vt:{}", token_hash(&email, &token));
+    // GETDEL: of two uses of one link, exactly one finds it (Redis ≥ 6.2).
+    let stored: Option<String> = redis.cmd(redis::cmd("GETDEL").arg(&key)).await?;
+    let Some(pending) = stored.and_then(|s| serde_json::from_str::<Pending>(&s).ok()) else {
+        return Ok(refuse(
+            app,
+            headers,
+            client,
+            provider,
+            "unknown, used or expired token",
+        ));
+    };
+    if app.clock.now() >= pending.exp {
+        return Ok(refuse(app, headers, client, provider, "expired token"));
+    }
+    // Checked again: the policy may have changed since the link was sent.
+    let callback = app.redirects.check_or_home(Some(&pending.callback));
+    establish(
+        app,
+        headers,
+        client,
+        claims_for(&email, provider),
+        &callback,
+    )
+    .await
+}
+
+fn refuse(
+    app: &App,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+    provider: &str,
+    why: &str,
+) -> Response<Body> {
+    tracing::info!(provider, client_ip = %client.client_ip, why, "e-mail sign-in link refused: Verification");
+    app.metrics.signin(provider, "failure");
+    let home = app.redirects.check_or_home(None);
+    go(headers, &error_target(app, ErrorCode::Verification, &home))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        assert_eq!(ip_bucket("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(
+            ip_bucket("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            ip_bucket("2001:db8:1:2:bbbb::9".parse().unwrap())
+        );
+        assert_eq!(ip_bucket("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
+
+    #[test]
+    fn claims_carry_the_address_as_subject() {
+        let c = claims_for("a@example.com", "email");
+        assert_eq!(c.email.as_deref(), Some("a@example.com"));
+        assert_eq!(c.sub.as_deref(), Some("a@example.com"));
+        assert_eq!(c.provider.as_deref(), Some("email"));
+    }
+}
