@@ -244,6 +244,9 @@ fn oidc_keys_on_a_credentials_provider_are_refused() {
         );
         let (code, _, err) = check(&yaml, &[]);
         assert_eq!(code, 2, "{extra}");
-        assert!(err.contains("is for oidc providers"), "{extra}: {err}");
+        assert!(
+            err.contains("is for oidc and oauth providers"),
+            "{extra}: {err}"
+        );
     }
 }
