@@ -221,6 +221,16 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Va
     Some(cur)
 }
 
+/// `email_verified: false`, or `"false"`: Apple sends the claim as a
+/// string or a boolean.
+fn email_unverified(v: Option<&Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => !b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("false"),
+        _ => false,
+    }
+}
+
 /// RFC 7636 §4.2: `BASE64URL(SHA256(verifier))`.
 pub fn pkce_challenge(verifier: &str) -> String {
     b64(&Sha256::digest(verifier.as_bytes()))
@@ -404,7 +414,9 @@ impl OidcProvider {
             .post_form(&meta.token_endpoint, &fields, auth)
             .await?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        if !s("token_type").is_some_and(|t| t.eq_ignore_ascii_case("bearer"))
+        // RFC 6749 §5.1 requires token_type, but some providers' answers
+        // (Atlassian's documented one) leave it out: absent means Bearer.
+        if s("token_type").is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
             && s("access_token").is_some()
         {
             return Err(OidcError::Invalid(
@@ -579,7 +591,7 @@ impl OidcProvider {
         let email = first_of(&c.email, &claims).map(|e| e.trim().to_ascii_lowercase());
         if email.is_some()
             && !self.cfg.insecure_accept_unverified_email
-            && claims.get("email_verified").and_then(Value::as_bool) == Some(false)
+            && email_unverified(claims.get("email_verified"))
         {
             return Err(OidcError::UnverifiedEmail);
         }
@@ -633,6 +645,20 @@ mod tests {
             pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
+    }
+
+    #[test]
+    fn email_verified_false_is_a_boolean_or_apples_string() {
+        use serde_json::json;
+        for (v, unverified) in [
+            (json!(false), true),
+            (json!("false"), true),
+            (json!(true), false),
+            (json!("true"), false),
+        ] {
+            assert_eq!(email_unverified(Some(&v)), unverified, "{v}");
+        }
+        assert!(!email_unverified(None));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `${name}` in any of its strings is replaced by the entry's `params`
 //! value or that default. An `authorization_params` or `require` entry
 //! whose value comes out empty is dropped (Google's `hd` only when a
-//! hosted domain is set).
+//! hosted domain is set). The provider's id defaults to the preset's name.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -99,6 +99,11 @@ pub fn apply(entry: &Map<String, Value>) -> Result<Map<String, Value>, (String, 
         }
     }
     lay_over(&mut merged, entry);
+    // The provider's id (its callback path) is the preset's name unless
+    // set, as Auth.js names its providers: two presets never clash.
+    merged
+        .entry("id")
+        .or_insert_with(|| Value::String(name.to_string()));
     Ok(merged)
 }
 
@@ -235,6 +240,9 @@ mod tests {
         assert_eq!(m["claims"]["name"], "given_name");
         assert_eq!(m["claims"]["groups"], json!(["groups", "roles"]));
         assert_eq!(m["client_id"], "c");
+        assert_eq!(m["id"], "entra-id");
+        let named = apply(&entry(json!({"preset": "github", "id": "gh"}))).unwrap();
+        assert_eq!(named["id"], "gh");
     }
 
     #[test]

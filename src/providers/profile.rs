@@ -244,7 +244,7 @@ fn parse_path(path: &str) -> Result<Vec<Segment>, String> {
             select,
         });
         match rest.strip_prefix('.') {
-            Some(r) if r.is_empty() => return Err(format!("the path {path:?} ends with a dot")),
+            Some("") => return Err(format!("the path {path:?} ends with a dot")),
             Some(r) => rest = r,
             None if rest.is_empty() => {}
             None => return Err(format!("expected . after ] in the path {path:?}")),

@@ -17,6 +17,7 @@ mod idp_fixture;
 mod observability;
 mod oidc;
 mod oidc_forged;
+mod presets;
 mod proxy;
 mod redirects;
 mod redis_fixture;

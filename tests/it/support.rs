@@ -6,6 +6,7 @@
 
 pub mod edge;
 pub mod fake_idp;
+pub mod fake_oauth;
 pub mod idp;
 pub mod redis;
 

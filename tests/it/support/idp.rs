@@ -20,7 +20,8 @@ pub const CLIENT_SECRET: &str = "portcullis-client-secret-0123456789";
 
 /// The IdP, running; killed on drop.
 pub struct Idp {
-    /// `http://127.0.0.1:<port>`, no trailing slash.
+    /// `http://127.0.0.1:<port>` and the config's `issuer_path` (none by
+    /// default: no trailing slash).
     pub issuer: String,
     pub port: u16,
     child: Child,
@@ -36,6 +37,7 @@ impl Idp {
             dir.join("node_modules/oidc-provider").is_dir(),
             "tests/fixtures/idp/node_modules is missing: run tests/run, or npm ci --prefix tests/fixtures/idp"
         );
+        let issuer_path = config["issuer_path"].as_str().unwrap_or("").to_string();
         let config = config.to_string();
         // The port was free a moment ago; if someone took it since, try another.
         let mut last_logs = String::new();
@@ -48,7 +50,10 @@ impl Idp {
             .await
             .unwrap()
             {
-                Ok(idp) => return idp,
+                Ok(mut idp) => {
+                    idp.issuer.push_str(&issuer_path);
+                    return idp;
+                }
                 Err((logs, retry)) => {
                     last_logs = logs;
                     if !retry {
@@ -103,8 +108,9 @@ impl Idp {
         })
     }
 
+    /// `path` under the issuer (where the test hooks are too).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
+        format!("{}{path}", self.issuer.trim_end_matches('/'))
     }
 
     /// Requests to the token endpoint so far, by grant type:
