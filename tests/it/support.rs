@@ -270,11 +270,7 @@ impl Portcullis {
             .unwrap_or_else(|logs| panic!("portcullis did not start:\n{logs}"))
     }
 
-    async fn try_start_at(
-        conf: &Conf,
-        env: &[(&str, &str)],
-        port: u16,
-    ) -> Result<Self, String> {
+    async fn try_start_at(conf: &Conf, env: &[(&str, &str)], port: u16) -> Result<Self, String> {
         let dir = TempDir::new("pc");
         let users = dir.write("users.yaml", &users_file_yaml(&conf.users));
         let cfg = dir.write("portcullis.yaml", &conf.render(port, &users));
