@@ -541,6 +541,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     };
 
     let providers = providers(&mut c, &raw.providers, &resolve);
+    let (regulation, sign_in) =
+        super::guard::build(&raw, &providers, &mut |k, m, f| c.bad(k, m, f));
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -714,6 +716,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         metrics,
         tls,
         demo: None,
+        regulation,
+        sign_in,
     })
 }
 
