@@ -173,3 +173,51 @@ fn bad_sign_in_rules_are_refused_at_load_with_key_and_fix() {
         assert!(err.contains(want), "{want:?} missing from:\n{err}");
     }
 }
+
+/// A claim selector with a dotted path, through the real `oidc-provider`:
+/// the rule's claim is kept from the ID token/userinfo and matched there.
+#[tokio::test]
+async fn claim_rules_read_dotted_paths_from_the_real_identity_provider() {
+    use crate::support::idp::{CLIENT_ID, CLIENT_SECRET, Idp, idp_login};
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let mut cfg = Idp::default_config(&format!("{origin}/auth/callback/corp"), &[]);
+    cfg["users"][0]["extra"] =
+        serde_json::json!({ "realm_access": { "roles": ["viewer", "gold"] } });
+    cfg["users"][1]["extra"] = serde_json::json!({ "realm_access": { "roles": ["silver"] } });
+    let idp = Idp::start(cfg).await;
+    let item = format!(
+        "  - type: oidc\n    id: corp\n    issuer: {}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    scopes: [openid, email, profile, groups]\n",
+        idp.issuer
+    );
+    let rules = "sign_in:\n  default: deny\n  rules:\n    - { name: gold-sso, effect: allow, providers: [corp], claims: { realm_access.roles: gold } }\n";
+    let pc = Portcullis::start_at(conf(rules).provider(&item), &[], port).await;
+    pc.wait_readyz(StatusCode::OK).await;
+    let mut answers = Vec::new();
+    for login in ["alice", "bob"] {
+        let mut b = Browser::new();
+        let page = b.get(&pc.url("/auth/signin?callbackUrl=%2F")).await;
+        let token = page.hidden("csrfToken").unwrap();
+        let r = b
+            .post_form(
+                &pc.url("/auth/signin/corp"),
+                &[("csrfToken", &token), ("callbackUrl", "/")],
+            )
+            .await;
+        let back = idp_login(&mut b, r.location(), login).await;
+        let r = b.get(back.location()).await;
+        answers.push((r.location().to_string(), b.has_session()));
+    }
+    assert_eq!(
+        answers,
+        [
+            ("/".to_string(), true),
+            ("/auth/error?error=AccessDenied".to_string(), false)
+        ],
+        "{}",
+        pc.logs()
+    );
+    // Credentials users match no rule: the default (deny) applies.
+    assert!(!admitted(&pc, ALICE.0).await);
+    assert!(pc.log_shows("sign_in.default").await);
+}
