@@ -162,7 +162,7 @@ impl Table {
 }
 
 enum Backend {
-    Memory(Mutex<Table>),
+    Memory(Arc<Mutex<Table>>),
     Redis { redis: Arc<Redis>, prefix: String },
 }
 
@@ -232,7 +232,7 @@ impl Regulator {
     pub fn new(cfg: RegulationConfig, redis: Option<(Arc<Redis>, String)>, clock: Clock) -> Self {
         let backend = match redis {
             Some((redis, prefix)) => Backend::Redis { redis, prefix },
-            None => Backend::Memory(Mutex::new(Table::default())),
+            None => Backend::Memory(Arc::new(Mutex::new(Table::default()))),
         };
         Regulator {
             cfg,
@@ -240,6 +240,14 @@ impl Regulator {
             clock,
             script: Script::new(FAIL_SCRIPT),
             pace_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// A config reload: in-process counters and bans live on in the new
+    /// instance (in the store they are shared anyway).
+    pub fn carry_over(&mut self, old: &Regulator) {
+        if let (Backend::Memory(new), Backend::Memory(old)) = (&mut self.backend, &old.backend) {
+            *new = old.clone();
         }
     }
 

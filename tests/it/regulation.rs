@@ -304,3 +304,25 @@ async fn banned_answers_take_as_long_as_wrong_passwords() {
         "banned {b:.4}s vs wrong password {w:.4}s (ratio {ratio:.2})"
     );
 }
+
+#[tokio::test]
+async fn a_config_reload_keeps_in_process_bans() {
+    let pc = Portcullis::start(Conf::default()).await;
+    for _ in 0..3 {
+        attempt(&pc, ALICE.0, WRONG, None).await;
+    }
+    let path = pc.dir.path().join("portcullis.yaml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{original}access:\n  public_paths: [/open/*]\n"),
+    )
+    .unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(pc.log_shows("config reloaded").await, "{}", pc.logs());
+    assert!(refused(&attempt(&pc, ALICE.0, PASSWORD, None).await));
+    assert!(signed_in(&attempt(&pc, BOB.0, PASSWORD, None).await));
+}
