@@ -35,8 +35,8 @@ pub(super) async fn sign_in(
         .unwrap_or("")
         .to_string();
     let password = form.get("password").unwrap_or("").to_string();
-    let refuse = || {
-        app.metrics.signin(provider, "failure");
+    let refuse = |outcome| {
+        app.metrics.signin(provider, outcome);
         Ok(go(
             &parts.headers,
             &error_target(app, ErrorCode::CredentialsSignin, &callback),
@@ -60,7 +60,7 @@ pub(super) async fn sign_in(
                 check_password(app, creds.clone(), email, password).await?;
             }
         }
-        return refuse();
+        return refuse("banned");
     }
     let user = check_password(app, creds.clone(), email.clone(), password).await?;
     let Some(user) = user else {
@@ -69,7 +69,7 @@ pub(super) async fn sign_in(
             .await?;
         drop(permit);
         tracing::info!(provider, client_ip = %client.client_ip, "sign-in failed: CredentialsSignin");
-        return refuse();
+        return refuse("failure");
     };
     app.regulation.record_success(&email).await?;
     drop(permit);

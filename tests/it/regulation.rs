@@ -122,6 +122,13 @@ async fn regulation_is_on_by_default_and_refuses_the_right_password_while_banned
         !logs.contains(PASSWORD) && !logs.contains(WRONG),
         "a password was logged"
     );
+    let metrics = Browser::api().get(&pc.url("/metrics")).await.body;
+    for line in [
+        "portcullis_signins_total{provider=\"credentials\",outcome=\"failure\"} 3",
+        "portcullis_signins_total{provider=\"credentials\",outcome=\"banned\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
 }
 
 #[tokio::test]
