@@ -333,3 +333,51 @@ async fn a_config_reload_keeps_in_process_bans() {
     assert!(refused(&attempt(&pc, ALICE.0, PASSWORD, None).await));
     assert!(signed_in(&attempt(&pc, BOB.0, PASSWORD, None).await));
 }
+
+/// On Redis Cluster a subject's two keys share a hash tag (one slot, so
+/// the script runs), and the user's and the address's live on any node.
+#[tokio::test]
+async fn bans_work_on_a_redis_cluster() {
+    use crate::support::redis::RedisCluster;
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let url = format!("redis+cluster://{}", cluster.addrs().join(","));
+    let conf = || {
+        Conf::default().extra(&format!(
+            "store:\n  redis_url: \"{url}\"\n  timeout: 2s\nregulation:\n  ip_max_retries: 5\n"
+        ))
+    };
+    let (a, b) = (
+        Portcullis::start(conf()).await,
+        Portcullis::start(conf()).await,
+    );
+    a.wait_readyz(StatusCode::OK).await;
+    b.wait_readyz(StatusCode::OK).await;
+    for (pc, user) in [
+        (&a, ALICE.0),
+        (&b, ALICE.0),
+        (&a, ALICE.0),
+        (&b, "ghost@example.com"),
+    ] {
+        assert!(
+            refused(&attempt(pc, user, WRONG, None).await),
+            "{}",
+            pc.logs()
+        );
+    }
+    assert!(refused(&attempt(&b, ALICE.0, PASSWORD, None).await));
+    assert!(
+        cluster
+            .keys("portcullis:reg:*")
+            .contains(&"portcullis:reg:{u:alice@example.com}:ban".to_string()),
+        "{:?}",
+        cluster.keys("*")
+    );
+    // Fifth failure from 127.0.0.1: the address is banned on both.
+    assert!(refused(&attempt(&a, BOB.0, WRONG, None).await));
+    assert!(refused(&attempt(&b, BOB.0, PASSWORD, None).await));
+    assert!(signed_in(
+        &attempt(&a, BOB.0, PASSWORD, Some("198.51.100.9")).await
+    ));
+}
