@@ -50,14 +50,18 @@ pub(super) async fn sign_in(
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
     if let Err(banned) = app.regulation.check(&email, client.client_ip).await? {
-        drop(permit);
         app.regulation
             .log_refusal(&banned, &email, client.client_ip, provider);
-        // As slow as a wrong password (see `regulation`), without the work.
+        // As slow as a wrong password (see `regulation`), without the work;
+        // until one check has been timed (a fresh replica), one real check.
         match app.regulation.pace() {
-            Some(d) => tokio::time::sleep(d).await,
+            Some(d) => {
+                drop(permit);
+                tokio::time::sleep(d).await;
+            }
             None => {
                 check_password(app, creds.clone(), email, password).await?;
+                drop(permit);
             }
         }
         return refuse("banned");
