@@ -14,6 +14,7 @@ pub mod flow;
 pub mod form;
 mod oauth;
 pub mod refresh;
+pub mod regulation;
 
 use std::sync::Arc;
 
@@ -223,8 +224,10 @@ async fn sign_in(
     }
 }
 
-/// Issues the session for a signed-in user, unless the access rules say
-/// no; the response goes to `callback`.
+/// Issues the session for a signed-in user, unless the access rules or
+/// the sign-in policy (provider groups, `sign_in` rules) say no; the
+/// configured static groups are merged in first. The response goes to
+/// `callback`.
 async fn establish(
     app: &App,
     headers: &HeaderMap,
@@ -233,8 +236,17 @@ async fn establish(
     callback: &SafeRedirect,
 ) -> Result<Response<Body>, Error> {
     let provider = claims.provider.clone().unwrap_or_default();
+    app.config.sign_in.enrich(&mut claims);
     if !authz::allowed(&app.config.access, &claims) {
         tracing::info!(provider, user = %claims.user_id(), "sign-in refused by access rules: AccessDenied");
+        app.metrics.signin(&provider, "denied");
+        return Ok(go(
+            headers,
+            &error_target(app, ErrorCode::AccessDenied, callback),
+        ));
+    }
+    if let Err(rule) = app.config.sign_in.evaluate(&claims) {
+        tracing::info!(provider, user = %claims.user_id(), %rule, "sign-in refused by the sign-in policy: AccessDenied");
         app.metrics.signin(&provider, "denied");
         return Ok(go(
             headers,

@@ -3,6 +3,7 @@
 //! target from their request and shape the answer.
 
 pub mod forward;
+pub mod signin;
 
 use crate::config::AccessConfig;
 use crate::session::Claims;

@@ -7,6 +7,7 @@
 //! naming the key, where it was set, and the fix. Nothing here touches the
 //! network: reachability belongs to start-up and `/readyz`.
 
+pub mod guard;
 pub mod raw;
 pub mod secret;
 pub mod source;
@@ -55,6 +56,10 @@ pub struct Config {
     pub store: Option<crate::store::StoreConfig>,
     /// Set for the embedded demo: what to print at start.
     pub demo: Option<DemoInfo>,
+    /// Brute-force protection for the sign-in forms.
+    pub regulation: crate::authn::regulation::RegulationConfig,
+    /// Static groups, provider `allowed_groups` and `sign_in` rules.
+    pub sign_in: crate::authz::signin::SignInPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -417,5 +422,7 @@ pub fn effective(c: &Config) -> String {
         "metrics": { "listen": c.metrics.listen.map(|a| a.to_string()) },
         "tls": c.tls.as_ref().map(|t| json!({ "cert_file": t.cert_file.display().to_string(), "key_file": t.key_file.display().to_string() })),
     });
+    let mut v = v;
+    guard::effective(c, &mut v);
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

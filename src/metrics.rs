@@ -138,7 +138,7 @@ impl Dependency {
 }
 
 /// Sign-in outcomes, per provider.
-const SIGNIN_OUTCOMES: [&str; 3] = ["success", "failure", "denied"];
+const SIGNIN_OUTCOMES: [&str; 5] = ["success", "failure", "denied", "banned", "linked"];
 
 pub struct Metrics {
     requests: [[AtomicU64; OUTCOMES.len()]; ROUTES.len()],

@@ -70,7 +70,10 @@ pub async fn reload(apps: &Apps, path: &Path, upstream_override: Option<url::Url
         );
     }
     let app = match App::new(cfg, Clock::System, upstream_override) {
-        Ok(a) => Arc::new(a),
+        Ok(mut a) => {
+            a.regulation.carry_over(&old.regulation);
+            Arc::new(a)
+        }
         Err(e) => {
             tracing::error!(error = %e, "config reload refused, the running config stays");
             return false;

@@ -47,6 +47,8 @@ pub struct App {
     pub ready: AtomicBool,
     /// Bounds concurrent password checks (argon2 takes ~19 MiB each).
     pub password_checks: Semaphore,
+    /// Brute-force bans for the sign-in forms (in the store, if any).
+    pub regulation: crate::authn::regulation::Regulator,
     scheme: &'static str,
 }
 
@@ -159,6 +161,13 @@ impl App {
         } else {
             "http"
         };
+        let regulation = crate::authn::regulation::Regulator::new(
+            config.regulation.clone(),
+            store
+                .clone()
+                .zip(config.store.as_ref().map(|s| s.key_prefix.clone())),
+            clock.clone(),
+        );
         let checks = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)
@@ -180,6 +189,7 @@ impl App {
             // Nothing asynchronous to load yet; OIDC discovery will gate this.
             ready: AtomicBool::new(true),
             password_checks: Semaphore::new(checks),
+            regulation,
             scheme,
             config,
         })

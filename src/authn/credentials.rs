@@ -1,5 +1,6 @@
 //! Credentials sign-in: the form posts e-mail and password with the CSRF
-//! token; argon2 runs off the async threads, a bounded number at a time.
+//! token; argon2 runs off the async threads, a bounded number at a time,
+//! behind the regulation (brute-force bans) of [`super::regulation`].
 
 use std::sync::Arc;
 
@@ -34,14 +35,48 @@ pub(super) async fn sign_in(
         .unwrap_or("")
         .to_string();
     let password = form.get("password").unwrap_or("").to_string();
-    let Some(user) = check_password(app, creds.clone(), email, password).await? else {
-        tracing::info!(provider, client_ip = %client.client_ip, "sign-in failed: CredentialsSignin");
-        app.metrics.signin(provider, "failure");
-        return Ok(go(
+    let refuse = |outcome| {
+        app.metrics.signin(provider, outcome);
+        Ok(go(
             &parts.headers,
             &error_target(app, ErrorCode::CredentialsSignin, &callback),
-        ));
+        ))
     };
+    // Checked and recorded while holding a password-check permit: at most
+    // that many attempts per instance slip past a ban that is starting.
+    let permit = app
+        .password_checks
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    if let Err(banned) = app.regulation.check(&email, client.client_ip).await? {
+        app.regulation
+            .log_refusal(&banned, &email, client.client_ip, provider);
+        // As slow as a wrong password (see `regulation`), without the work;
+        // until one check has been timed (a fresh replica), one real check.
+        match app.regulation.pace() {
+            Some(d) => {
+                drop(permit);
+                tokio::time::sleep(d).await;
+            }
+            None => {
+                check_password(app, creds.clone(), email, password).await?;
+                drop(permit);
+            }
+        }
+        return refuse("banned");
+    }
+    let user = check_password(app, creds.clone(), email.clone(), password).await?;
+    let Some(user) = user else {
+        app.regulation
+            .record_failure(&email, client.client_ip)
+            .await?;
+        drop(permit);
+        tracing::info!(provider, client_ip = %client.client_ip, "sign-in failed: CredentialsSignin");
+        return refuse("failure");
+    };
+    app.regulation.record_success(&email).await?;
+    drop(permit);
     establish(
         app,
         &parts.headers,
@@ -52,6 +87,10 @@ pub(super) async fn sign_in(
     .await
 }
 
+/// Runs argon2 off the async threads (the caller holds a permit of
+/// `password_checks`); notes how long it took for [`Regulator::pace`].
+///
+/// [`Regulator::pace`]: super::regulation::Regulator::pace
 async fn check_password(
     app: &App,
     creds: Credentials,
@@ -61,14 +100,12 @@ async fn check_password(
     if email.len() > 320 || password.len() > 1024 {
         return Ok(None);
     }
-    let _permit = app
-        .password_checks
-        .acquire()
+    let started = std::time::Instant::now();
+    let user = tokio::task::spawn_blocking(move || creds.verify(&email, &password))
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    tokio::task::spawn_blocking(move || creds.verify(&email, &password))
-        .await
-        .map_err(|e| Error::Internal(format!("password check task: {e}")))
+        .map_err(|e| Error::Internal(format!("password check task: {e}")))?;
+    app.regulation.observe(started.elapsed());
+    Ok(user)
 }
 
 fn claims_for(user: &User, provider: &str) -> Claims {

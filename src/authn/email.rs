@@ -98,6 +98,13 @@ pub(super) async fn start(
         app.metrics.signin(provider, "denied");
         return Ok(go(&parts.headers, &verify_request(app, provider)));
     }
+    // A banned address or client gets the same answer, and no mail.
+    if let Err(b) = app.regulation.check(&email, client.client_ip).await? {
+        app.regulation
+            .log_refusal(&b, &email, client.client_ip, provider);
+        app.metrics.signin(provider, "banned");
+        return Ok(go(&parts.headers, &verify_request(app, provider)));
+    }
     // Stored for every address, allowed or not: the same work either way.
     let token = Token::generate();
     let exp = app.clock.now() + cfg.max_age.as_secs();
@@ -233,11 +240,26 @@ pub(super) async fn callback(
     if email.is_empty() || !email::well_formed_token(&token) {
         return Ok(refuse(app, headers, client, provider, "malformed link"));
     }
+    // Guessing links counts as failed sign-ins (regulation): a banned
+    // address or client is refused before any token is looked at.
+    if let Err(b) = app.regulation.check(&email, client.client_ip).await? {
+        app.regulation
+            .log_refusal(&b, &email, client.client_ip, provider);
+        app.metrics.signin(provider, "banned");
+        let home = app.redirects.check_or_home(None);
+        return Ok(go(
+            headers,
+            &error_target(app, ErrorCode::Verification, &home),
+        ));
+    }
     let (redis, prefix) = store(app)?;
     let key = format!("{prefix}vt:{}", token_hash(&email, &token));
     // GETDEL: of two uses of one link, exactly one finds it (Redis ≥ 6.2).
     let stored: Option<String> = redis.cmd(redis::cmd("GETDEL").arg(&key)).await?;
     let Some(pending) = stored.and_then(|s| serde_json::from_str::<Pending>(&s).ok()) else {
+        app.regulation
+            .record_failure(&email, client.client_ip)
+            .await?;
         return Ok(refuse(
             app,
             headers,
@@ -249,6 +271,7 @@ pub(super) async fn callback(
     if app.clock.now() >= pending.exp {
         return Ok(refuse(app, headers, client, provider, "expired token"));
     }
+    app.regulation.record_success(&email).await?;
     // Checked again: the policy may have changed since the link was sent.
     let callback = app.redirects.check_or_home(Some(&pending.callback));
     establish(

@@ -217,9 +217,12 @@ fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: T
         .headers
         .claims
         .iter()
-        .filter_map(|(_, path)| {
+        .map(|(_, path)| path.as_str())
+        // The claims the sign-in rules read are kept too.
+        .chain(app.config.sign_in.claim_paths())
+        .filter_map(|path| {
             crate::providers::oidc::claim_at(&profile.claims, path)
-                .map(|v| (path.clone(), v.clone()))
+                .map(|v| (path.to_string(), v.clone()))
         })
         .collect();
     let keep = p.cfg.store_tokens;

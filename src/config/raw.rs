@@ -33,6 +33,52 @@ pub struct RawConfig {
     pub store: RawStore,
     pub metrics: RawMetrics,
     pub tls: RawTls,
+    pub regulation: RawRegulation,
+    /// Groups given by the config: e-mail address → group names.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    pub sign_in: RawSignIn,
+}
+
+/// Brute-force protection for the sign-in forms.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRegulation {
+    #[serde(deserialize_with = "opt_u64")]
+    pub max_retries: Option<u64>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub ip_max_retries: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
+    pub find_time: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub ban_time: Option<String>,
+}
+
+/// Sign-in rules: first match wins, else `default`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSignIn {
+    #[serde(deserialize_with = "opt_text")]
+    pub default: Option<String>,
+    pub rules: Vec<RawSignInRule>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSignInRule {
+    #[serde(deserialize_with = "opt_text")]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub effect: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub providers: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub emails: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub domains: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub groups: Vec<String>,
+    /// Claim path → a value or a list of values.
+    pub claims: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -209,6 +255,9 @@ pub struct RawProvider {
     #[serde(deserialize_with = "opt_text")]
     pub max_age: Option<String>,
     pub rate_limit: RawRateLimit,
+    /// Sign-ins from this provider need one of these groups.
+    #[serde(deserialize_with = "one_or_many")]
+    pub allowed_groups: Vec<String>,
 }
 
 /// How many sign-in e-mails an address, or a client IP, may ask for in
@@ -390,6 +439,8 @@ pub fn schema() -> serde_json::Value {
     provider["profile_requests"] =
         serde_json::json!([serde_json::to_value(RawProfileRequest::default()).unwrap_or_default()]);
     raw["providers"] = serde_json::json!([provider]);
+    raw["sign_in"]["rules"] =
+        serde_json::json!([serde_json::to_value(RawSignInRule::default()).unwrap_or_default()]);
     raw
 }
 

@@ -557,6 +557,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             "set store.redis_url, like redis://127.0.0.1:6379",
         );
     }
+    let (regulation, sign_in) =
+        super::guard::build(&raw, &providers, &mut |k, m, f| c.bad(k, m, f));
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -730,6 +732,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         metrics,
         tls,
         demo: None,
+        regulation,
+        sign_in,
     })
 }
 

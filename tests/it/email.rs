@@ -732,3 +732,52 @@ fn email_provider_config_problems_name_the_key_and_the_fix() {
         }
     }
 }
+
+/// Guessing links is brute force like guessing passwords: after
+/// `max_retries` wrong tokens for one address, that address is banned
+/// (regulation) — its real link is refused, and the form sends it no mail.
+#[tokio::test]
+async fn email_link_guessing_is_banned_by_regulation() {
+    let redis = RedisServer::start(RedisOpts::default());
+    let smtp = Smtp::start(Mode::StartTls);
+    let pc = Portcullis::start(
+        Conf::default()
+            .provider(&provider(&smtp, ""))
+            .extra(&store(&redis))
+            .extra("regulation:\n  max_retries: 3\n  find_time: 1m\n  ban_time: 1m\n"),
+    )
+    .await;
+    let mut b = Browser::new();
+    ask_link(&mut b, &pc, "alice@example.com", "/").await;
+    let mails = smtp.wait_mails(1).await;
+    assert_eq!(mails.len(), 1, "{}", pc.logs());
+    let real = link_in(&mails[0], &pc);
+    let guess = |n: usize| {
+        pc.url(&format!(
+            "/auth/callback/email?token={}&email=alice%40example.com",
+            format!("{n:x}").repeat(43)[..43].to_string()
+        ))
+    };
+    for n in 1..=3 {
+        let r = b.get(&guess(n)).await;
+        assert_verification_error(&mut b, &pc, &r).await;
+    }
+    // Banned: the real link is refused too (and stays unused).
+    let r = b.get(&real).await;
+    assert_verification_error(&mut b, &pc, &r).await;
+    assert!(!b.has_session());
+    assert!(pc.log_shows("banned by regulation").await, "{}", pc.logs());
+    // The form answers as ever, but sends nothing while the ban lasts.
+    let r = ask_link(&mut Browser::new(), &pc, "alice@example.com", "/").await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(
+        r.location().contains("/auth/verify-request"),
+        "{}",
+        r.location()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.mails().len(), 1);
+    // Another address is not affected.
+    ask_link(&mut Browser::new(), &pc, "bob@other.org", "/").await;
+    assert_eq!(smtp.wait_mails(2).await.len(), 2);
+}

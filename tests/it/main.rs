@@ -22,6 +22,8 @@ mod proxy;
 mod redirects;
 mod redis_fixture;
 mod refresh;
+mod regulation;
 mod sessions;
 mod signin;
+mod signin_rules;
 mod tls;
