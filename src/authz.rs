@@ -5,8 +5,14 @@
 pub mod forward;
 pub mod signin;
 
+use http::HeaderMap;
+
+use crate::authn::current::{Current, current};
 use crate::config::AccessConfig;
-use crate::session::Claims;
+use crate::http::Error;
+use crate::http::forwarded::ClientInfo;
+use crate::session::{Claims, Session};
+use crate::state::App;
 
 /// What a request is for.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +32,40 @@ pub enum Decision {
     Unauthenticated,
     /// Signed in, but the rules say no.
     Forbidden,
+}
+
+/// Who is asking and what the rules say about `target`: the one decision
+/// the proxy and both forward-auth endpoints make. `Err` when a store the
+/// answer depends on is down (never a pass).
+pub async fn decide(
+    app: &App,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+    target: &Target<'_>,
+) -> Result<(Decision, Current), Error> {
+    let cur = identify(app, headers, client, target).await?;
+    let decision = evaluate(
+        &app.config.access,
+        cur.session.as_ref().map(|s| &s.claims),
+        target,
+    );
+    Ok((decision, cur))
+}
+
+/// The request's identity: its session cookie.
+pub async fn identify(
+    app: &App,
+    headers: &HeaderMap,
+    client: &ClientInfo,
+    _target: &Target<'_>,
+) -> Result<Current, Error> {
+    current(app, headers, client).await
+}
+
+/// Sets the identity headers of an allowed request (to the upstream, or
+/// in a forward-auth answer), after the client's copies were stripped.
+pub fn forward_identity(app: &App, headers: &mut HeaderMap, session: &Session) {
+    app.identity.set(headers, &session.claims);
 }
 
 /// Decides on a request: public paths pass, everything else needs a

@@ -16,8 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use url::Url;
 
-use crate::authn::current::current;
-use crate::authz::{Decision, Target, evaluate, forward};
+use crate::authz::{Decision, Target, decide, forward, forward_identity};
 use crate::http::cookies;
 use crate::http::forwarded::{
     ClientInfo, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, has_dot_segment,
@@ -99,20 +98,15 @@ impl Proxy {
                 .respond(wants_html(req.headers()), &app.config.base_path);
         }
         let html = wants_html(req.headers());
-        let cur = match current(app, req.headers(), client).await {
-            Ok(c) => c,
-            Err(e) => return e.respond(html, &app.config.base_path),
-        };
         let target = Target {
             host: client.hostname(),
             path: req.uri().path(),
             method: req.method().as_str(),
         };
-        let decision = evaluate(
-            &app.config.access,
-            cur.session.as_ref().map(|s| &s.claims),
-            &target,
-        );
+        let (decision, cur) = match decide(app, req.headers(), client, &target).await {
+            Ok(d) => d,
+            Err(e) => return e.respond(html, &app.config.base_path),
+        };
         match decision {
             Decision::Unauthenticated
                 if html
@@ -153,7 +147,7 @@ impl Proxy {
         let headers = req.headers_mut();
         app.identity.strip(headers);
         if let (Decision::Allow, Some(s)) = (decision, &cur.session) {
-            app.identity.set(headers, &s.claims);
+            forward_identity(app, headers, s);
         }
         if !app.config.headers.pass_cookies {
             strip_our_cookies(headers, &app.names);

@@ -88,6 +88,20 @@ pub struct Session {
     pub needs_refresh: bool,
     /// The opaque id (`database` strategy); `None` for `jwt`.
     pub handle: Option<String>,
+    /// How the request proved it: a session cookie, or a bearer token.
+    pub via: Via,
+}
+
+/// What identified a request (route policies see it as a fact).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Via {
+    /// A browser session (the session cookie).
+    #[default]
+    Cookie,
+    /// A Portcullis API token (`Authorization: Bearer <biscuit>`).
+    ApiToken,
+    /// An identity provider's JWT (`Authorization: Bearer <JWT>`).
+    IdpBearer,
 }
 
 /// What a request carried: the session, if any, and how its cookie was

@@ -17,8 +17,7 @@
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{Decision, Target, evaluate};
-use crate::authn::current::current;
+use super::{Decision, Target, decide, forward_identity};
 use crate::http::forwarded::{ClientInfo, EdgeProtocol, Original, has_dot_segment};
 use crate::http::{self as web, Body, Decided, Error, wants_html};
 use crate::metrics::Outcome;
@@ -59,7 +58,6 @@ async fn check(
         // We would check one path and the app serve another.
         return Err(Error::BadRequest("The request path has dot segments."));
     }
-    let cur = current(app, req.headers(), client).await?;
     // Without a (trusted) original URL the target is unknown: "" matches
     // no public path, so the request needs a session (fail closed).
     let target = Target {
@@ -70,14 +68,11 @@ async fn check(
             .map(|o| o.method.as_str())
             .unwrap_or("GET"),
     };
+    let (decision, cur) = decide(app, req.headers(), client, &target).await?;
     let decision = if original.as_ref().is_some_and(|o| is_own_page(app, &o.url)) {
         Decision::Public
     } else {
-        evaluate(
-            &app.config.access,
-            cur.session.as_ref().map(|s| &s.claims),
-            &target,
-        )
+        decision
     };
     Ok(Checked {
         decision,
@@ -105,7 +100,7 @@ fn signin_url(app: &App, original: Option<&Original>) -> String {
 fn allow(app: &App, checked: Checked, one_cookie: bool) -> Response<Body> {
     let mut r = Response::new(web::empty());
     if let (Some(s), Decision::Allow) = (&checked.session, checked.decision) {
-        app.identity.set(r.headers_mut(), &s.claims);
+        forward_identity(app, r.headers_mut(), s);
     }
     if !one_cookie || checked.cookies.len() == 1 {
         web::set_cookies(&mut r, checked.cookies);

@@ -50,6 +50,7 @@ impl CookieStore {
                 needs_refresh: now.saturating_sub(claims.iat) >= self.update_age,
                 claims,
                 handle: None,
+                via: crate::session::Via::Cookie,
             }
         });
         Loaded {

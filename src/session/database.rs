@@ -208,6 +208,7 @@ impl DatabaseStore {
             claims,
             needs_refresh: due,
             handle: Some(id.to_string()),
+            via: crate::session::Via::Cookie,
         });
         Ok(Loaded {
             session,

@@ -755,7 +755,7 @@ async fn email_link_guessing_is_banned_by_regulation() {
     let guess = |n: usize| {
         pc.url(&format!(
             "/auth/callback/email?token={}&email=alice%40example.com",
-            format!("{n:x}").repeat(43)[..43].to_string()
+            &format!("{n:x}").repeat(43)[..43]
         ))
     };
     for n in 1..=3 {
