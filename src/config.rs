@@ -298,6 +298,38 @@ impl ConfigError {
 }
 
 /// Reads `path` (YAML), lays `env` over it, and validates.
+impl Config {
+    /// The settings in force that weaken security, one line each: logged
+    /// at `warn` at start and after each reload.
+    pub fn insecure_settings(&self) -> Vec<String> {
+        use crate::providers::ProviderKind;
+        let mut out = Vec::new();
+        for p in &self.providers {
+            match &p.kind {
+                ProviderKind::Oidc(c) => {
+                    if c.insecure_accept_unverified_email {
+                        out.push(format!("provider {}: insecure_accept_unverified_email accepts e-mail addresses the provider has not verified", p.id));
+                    }
+                    if c.allow_dangerous_email_account_linking {
+                        out.push(format!("provider {}: allow_dangerous_email_account_linking joins existing users by e-mail alone", p.id));
+                    }
+                }
+                ProviderKind::Email(e) => {
+                    use crate::providers::email::smtp::Security;
+                    if matches!(
+                        e.mailer.security,
+                        Security::StartTlsOpportunistic | Security::Plain
+                    ) {
+                        out.push(format!("provider {}: starttls {} may send the SMTP password and the sign-in links in clear text", p.id, e.mailer.security.as_str()));
+                    }
+                }
+                ProviderKind::Credentials(_) => {}
+            }
+        }
+        out
+    }
+}
+
 pub fn load(
     path: &std::path::Path,
     env: &(impl EnvSource + ?Sized),

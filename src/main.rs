@@ -206,6 +206,9 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    for w in cfg.insecure_settings() {
+        tracing::warn!("insecure setting: {w}");
+    }
     let upstream_override = match &cfg.upstream {
         Some(Upstream::Whoami { .. }) => {
             let addr = whoami::start(format!("{}/signout", cfg.base_path))

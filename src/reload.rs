@@ -63,6 +63,9 @@ pub async fn reload(apps: &Apps, path: &Path, upstream_override: Option<url::Url
             return false;
         }
     };
+    for w in cfg.insecure_settings() {
+        tracing::warn!("insecure setting: {w}");
+    }
     let old = apps.load_full();
     if cfg.listen != old.config.listen || cfg.metrics.listen != old.config.metrics.listen {
         tracing::warn!(

@@ -229,6 +229,13 @@ async fn unverified_emails_are_refused_unless_allowed() {
     idp2.set_user(json!({"sub": "u9", "email": "mallory@example.com", "email_verified": false}));
     let mut b = Browser::new();
     assert_eq!(sign_in(&lax, &mut b).await.location(), "/home");
+    // The weakened setting is called out at start; the strict one is not.
+    assert!(
+        lax.log_shows("insecure setting: provider").await,
+        "{}",
+        lax.logs()
+    );
+    assert!(!pc.logs().contains("insecure setting"), "{}", pc.logs());
 }
 
 #[tokio::test]
