@@ -292,16 +292,24 @@ impl Assertions {
     }
 
     fn mint(&self, session: &Session, now: u64) -> Option<(HeaderValue, u64)> {
+        let claims = self.claims(session, now, crate::crypto::random_token(16));
+        let token = self.sign(&claims)?;
+        self.minted.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&token)
+            .ok()
+            .map(|v| (v, now + self.ttl))
+    }
+
+    /// The assertion's claims (docs/configuration.md, `jwt`).
+    fn claims(&self, session: &Session, now: u64, jti: String) -> Value {
         let c = &session.claims;
-        let key = &self.keys[0];
-        let exp = now + self.ttl;
         let mut claims = json!({
             "iss": self.issuer,
             "sub": c.user_id(),
             "iat": now,
             "nbf": now,
-            "exp": exp,
-            "jti": crate::crypto::random_token(16),
+            "exp": now + self.ttl,
+            "jti": jti,
         });
         if let Some(aud) = &self.audience {
             claims["aud"] = aud.clone();
@@ -320,6 +328,12 @@ impl Assertions {
             }
         }
         claims["groups"] = json!(c.groups);
+        claims
+    }
+
+    /// A compact JWS (RFC 7515 §7.1) of `claims` with the signing key.
+    fn sign(&self, claims: &Value) -> Option<String> {
+        let key = &self.keys[0];
         let header = json!({"alg": self.alg.as_str(), "kid": key.kid, "typ": "JWT"});
         let input = format!(
             "{}.{}",
@@ -327,9 +341,7 @@ impl Assertions {
             b64(claims.to_string().as_bytes())
         );
         let sig = key.sign(input.as_bytes())?;
-        let token = format!("{input}.{}", b64(&sig));
-        self.minted.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&token).ok().map(|v| (v, exp))
+        Some(format!("{input}.{}", b64(&sig)))
     }
 }
 
@@ -523,5 +535,48 @@ mod tests {
         c.algorithm = Algorithm::Es256;
         let e = Assertions::new(&c, &[], "x", Clock::System).err().unwrap();
         assert!(e.contains("k.pem") && e.contains("P-256"), "{e}");
+    }
+
+    /// tests/vectors/jwt/assertion.json: keys derived from a fixed secret
+    /// (replicas and versions must agree), and assertions they signed.
+    #[test]
+    fn assertion_golden_vectors_still_hold() {
+        let v: Value =
+            serde_json::from_str(include_str!("../tests/vectors/jwt/assertion.json")).unwrap();
+        let secret = v["secret"].as_str().unwrap();
+        for case in v["cases"].as_array().unwrap() {
+            let alg = Algorithm::parse(case["algorithm"].as_str().unwrap()).unwrap();
+            let a = Assertions::new(
+                &cfg(alg),
+                &secrets(&[secret]),
+                v["issuer"].as_str().unwrap(),
+                Clock::System,
+            )
+            .unwrap();
+            let jwks: Value = serde_json::from_slice(&a.jwks()).unwrap();
+            assert_eq!(jwks, case["jwks"], "{alg:?}: the derived key changed");
+            let token = case["token"].as_str().unwrap();
+            assert_eq!(verify(&a, token), case["claims"], "{alg:?}");
+        }
+    }
+
+    /// Prints the vectors file (run with `--ignored` after a deliberate change).
+    #[test]
+    #[ignore]
+    fn print_assertion_vectors() {
+        let secret = "golden-vector-secret-0123456789-abcdefghijklmnop";
+        let issuer = "https://auth.example.com";
+        let mut s = session("alice-sub", "session-jti-1");
+        s.claims.name = Some("Alice".into());
+        let cases: Vec<Value> = [Algorithm::EdDsa, Algorithm::Es256]
+            .into_iter()
+            .map(|alg| {
+                let a = Assertions::new(&cfg(alg), &secrets(&[secret]), issuer, Clock::System).unwrap();
+                let claims = a.claims(&s, 1_800_000_000, "golden-jti".into());
+                let token = a.sign(&claims).unwrap();
+                json!({"algorithm": alg.as_str(), "jwks": serde_json::from_slice::<Value>(&a.jwks()).unwrap(), "token": token, "claims": claims})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"secret": secret, "issuer": issuer, "audience": "app", "ttl": 300, "cases": cases})).unwrap());
     }
 }
