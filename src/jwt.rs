@@ -283,32 +283,44 @@ impl Assertions {
             return Some(c.value.clone());
         }
         let (value, exp) = self.mint(session, now)?;
+        // Capped by the session (a bearer token's expiry): a new one would
+        // not live longer, so it is kept until then.
+        let renew_at = if exp < now + self.ttl {
+            exp
+        } else {
+            exp.saturating_sub(self.ttl / 4)
+        };
         slot.store(Some(Arc::new(Cached {
             key,
             value: value.clone(),
-            renew_at: exp.saturating_sub(self.ttl / 4),
+            renew_at,
         })));
         Some(value)
     }
 
     fn mint(&self, session: &Session, now: u64) -> Option<(HeaderValue, u64)> {
         let claims = self.claims(session, now, crate::crypto::random_token(16));
+        let exp = claims["exp"].as_u64()?;
         let token = self.sign(&claims)?;
         self.minted.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&token)
-            .ok()
-            .map(|v| (v, now + self.ttl))
+        HeaderValue::from_str(&token).ok().map(|v| (v, exp))
     }
 
-    /// The assertion's claims (docs/configuration.md, `jwt`).
+    /// The assertion's claims (docs/configuration.md, `jwt`). It never
+    /// outlives the session it speaks for.
     fn claims(&self, session: &Session, now: u64, jti: String) -> Value {
         let c = &session.claims;
+        let exp = if c.exp > now {
+            (now + self.ttl).min(c.exp)
+        } else {
+            now + self.ttl
+        };
         let mut claims = json!({
             "iss": self.issuer,
             "sub": c.user_id(),
             "iat": now,
             "nbf": now,
-            "exp": now + self.ttl,
+            "exp": exp,
             "jti": jti,
         });
         if let Some(aud) = &self.audience {
@@ -521,6 +533,20 @@ mod tests {
         let renewed = a.for_session(&s).unwrap();
         assert_ne!(renewed, first);
         assert_eq!(verify(&a, renewed.to_str().unwrap())["exp"], 1525);
+    }
+
+    #[test]
+    fn an_assertion_never_outlives_its_session() {
+        let clock = Clock::fixed(1000);
+        let a =
+            Assertions::new(&cfg(Algorithm::EdDsa), &secrets(&["s"]), "x", clock.clone()).unwrap();
+        let mut s = session("u1", "j1");
+        s.claims.exp = 1100; // a bearer token with 100 s left
+        let v = a.for_session(&s).unwrap();
+        assert_eq!(verify(&a, v.to_str().unwrap())["exp"], 1100);
+        clock.advance(99);
+        assert_eq!(a.for_session(&s).unwrap(), v, "kept until the session ends");
+        assert_eq!(a.minted(), 1);
     }
 
     #[test]
