@@ -276,6 +276,10 @@ async fn forged_expired_and_foreign_bearer_tokens_get_401_and_never_reach_the_up
             "five parts (a JWE)",
             format!("{}.x.y", idp.bearer(Forge::None, |_, _| {})),
         ),
+        (
+            "a back-channel logout token",
+            idp.logout_token("user-1", false, |_| {}),
+        ),
         ("garbage in JWT shape", "abc.def.ghi".into()),
     ];
     for (what, token) in &cases {

@@ -100,6 +100,11 @@ pub fn verify_bearer(
     e: &Expect<'_>,
 ) -> Result<Map<String, Value>, VerifyError> {
     let claims = signed_claims(token, jwks, e)?;
+    // A security event token (a back-channel logout token, RFC 8417 §2.3)
+    // is signed and addressed like an ID token: never a credential.
+    if claims.contains_key("events") {
+        return Err(VerifyError::Malformed);
+    }
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
     if iss != e.issuer {
         return Err(VerifyError::Issuer(iss.into()));

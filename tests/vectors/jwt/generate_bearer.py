@@ -75,6 +75,8 @@ vectors = [
     ("HS256 keyed with the public JWK", hs256_with_public_key(claims()), "Algorithm"),
     ("signed by another key under the published kid", es256(claims(), signer=other), "Signature"),
     ("unknown kid", es256(claims(), kid="k2", signer=other), "UnknownKey"),
+    ("a back-channel logout token (a security event token)",
+     es256(claims(events={"http://schemas.openid.net/event/backchannel-logout": {}}, jti="l1")), "Malformed"),
     ("a JWE (five parts)", "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aaaa.bbbb.cccc", "Encrypted"),
 ]
 out = {
