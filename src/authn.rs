@@ -6,6 +6,7 @@
 //! redirect target goes through the redirect policy.
 
 mod accounts;
+pub mod bearer;
 mod credentials;
 pub mod csrf;
 pub mod current;
@@ -52,6 +53,7 @@ pub async fn route(
         "/session" if m == Method::POST => session_update(app, req, client).await,
         "/csrf" if is_read => Ok(csrf_json(app, req.headers())),
         "/providers" if is_read => Ok(providers(app)),
+        "/jwks" if is_read => jwks(app),
         "/error" if is_read => Ok(error_page(&req)),
         "/verify-request" if is_read => Ok(web::html(
             StatusCode::OK,
@@ -436,6 +438,22 @@ fn providers(app: &App) -> Response<Body> {
         })
         .collect();
     web::json(StatusCode::OK, &Value::Object(map))
+}
+
+/// `{base}/jwks`: the public keys of the JWT assertion (404 without `jwt:`).
+fn jwks(app: &App) -> Result<Response<Body>, Error> {
+    let jwt = app.jwt.as_ref().ok_or(Error::NotFound)?;
+    let mut r = Response::new(web::full(jwt.jwks()));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/jwk-set+json"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=300"),
+    );
+    Ok(r)
 }
 
 fn error_page(req: &Request<Incoming>) -> Response<Body> {

@@ -59,6 +59,19 @@ pub async fn identify(
     client: &ClientInfo,
     _target: &Target<'_>,
 ) -> Result<Current, Error> {
+    // IdP bearer JWTs (`accept_bearer_tokens`): verified or refused, never
+    // a fallback to the cookie.
+    match crate::authn::bearer::presented(app, headers) {
+        crate::authn::bearer::Presented::Jwt(token) => {
+            let session = crate::authn::bearer::identify(app, token).await?;
+            return Ok(Current {
+                session: Some(session),
+                cookies: Vec::new(),
+            });
+        }
+        crate::authn::bearer::Presented::Ambiguous => return Err(Error::Unauthenticated),
+        crate::authn::bearer::Presented::None => {}
+    }
     current(app, headers, client).await
 }
 
@@ -66,6 +79,12 @@ pub async fn identify(
 /// in a forward-auth answer), after the client's copies were stripped.
 pub fn forward_identity(app: &App, headers: &mut HeaderMap, session: &Session) {
     app.identity.set(headers, &session.claims);
+    // The signed JWT assertion (`jwt:`), minted once per session.
+    if let Some(jwt) = &app.jwt
+        && let Some(v) = jwt.for_session(session)
+    {
+        headers.insert(jwt.header.clone(), v);
+    }
 }
 
 /// Decides on a request: public paths pass, everything else needs a

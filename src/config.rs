@@ -60,6 +60,8 @@ pub struct Config {
     pub regulation: crate::authn::regulation::RegulationConfig,
     /// Static groups, provider `allowed_groups` and `sign_in` rules.
     pub sign_in: crate::authz::signin::SignInPolicy,
+    /// The signed JWT assertion to upstreams (`jwt:`), when configured.
+    pub jwt: Option<crate::jwt::JwtConfig>,
 }
 
 #[derive(Debug, Clone)]

@@ -58,6 +58,14 @@ impl IdentityHeaders {
         }
     }
 
+    /// Strips `name` from client requests too (a header we set, like the
+    /// JWT assertion's, under a configured name).
+    pub fn strip_also(&mut self, name: HeaderName) {
+        if !self.strip.contains(&name) {
+            self.strip.push(name);
+        }
+    }
+
     /// Removes every identity header, whatever its case or count, and
     /// its underscore spellings (`X_Auth_Request_User`), which servers
     /// that fold `_` into `-` (CGI, some frameworks) would read as ours.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod identity;
+pub mod jwt;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;

@@ -49,6 +49,8 @@ pub struct App {
     pub password_checks: Semaphore,
     /// Brute-force bans for the sign-in forms (in the store, if any).
     pub regulation: crate::authn::regulation::Regulator,
+    /// The signed JWT assertion to upstreams (`jwt:`), and `{base}/jwks`.
+    pub jwt: Option<crate::jwt::Assertions>,
     scheme: &'static str,
 }
 
@@ -60,6 +62,8 @@ pub enum BuildError {
     Provider(String, String),
     #[error("store: {0}")]
     Store(String),
+    #[error("jwt: {0}")]
+    Jwt(String),
 }
 
 impl App {
@@ -127,7 +131,22 @@ impl App {
         }
         let redirects =
             RedirectPolicy::new(config.public_url.clone(), config.redirect_domains.clone());
-        let identity = IdentityHeaders::new(&config.headers);
+        let mut identity = IdentityHeaders::new(&config.headers);
+        let jwt = match &config.jwt {
+            Some(cfg) => {
+                identity.strip_also(cfg.header.clone());
+                Some(
+                    crate::jwt::Assertions::new(
+                        cfg,
+                        &config.secrets,
+                        config.public_url.as_str(),
+                        clock.clone(),
+                    )
+                    .map_err(BuildError::Jwt)?,
+                )
+            }
+            None => None,
+        };
         let proxy = match (&config.upstream, upstream_override) {
             (
                 Some(Upstream::Url {
@@ -190,6 +209,7 @@ impl App {
             ready: AtomicBool::new(true),
             password_checks: Semaphore::new(checks),
             regulation,
+            jwt,
             scheme,
             config,
         })

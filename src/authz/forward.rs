@@ -169,6 +169,13 @@ pub async fn auth_request(
             // anyway so the log is clear, never a pass.
             return e.respond(false, &app.config.base_path);
         }
+        // A refused bearer token: 401, without a sign-in URL (a machine
+        // client cannot follow one).
+        Err(Error::Unauthenticated) => {
+            let mut r = Response::new(web::empty());
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            return r;
+        }
         Err(_) => {
             let mut r = Response::new(web::empty());
             *r.status_mut() = StatusCode::FORBIDDEN;

@@ -37,6 +37,26 @@ pub struct RawConfig {
     /// Groups given by the config: e-mail address → group names.
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
     pub sign_in: RawSignIn,
+    /// The signed JWT assertion to upstreams (on when the block is present).
+    pub jwt: Option<RawJwt>,
+}
+
+/// The signed JWT assertion (`X-Auth-Request-Jwt`) and its keys.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJwt {
+    #[serde(deserialize_with = "opt_text")]
+    pub header: Option<String>,
+    /// `EdDSA` (default) or `ES256`.
+    #[serde(deserialize_with = "opt_text")]
+    pub algorithm: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub ttl: Option<String>,
+    /// PKCS#8 PEM private keys; the first signs. None: derived from `secrets`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub key_files: Vec<String>,
 }
 
 /// Brute-force protection for the sign-in forms.
@@ -206,6 +226,12 @@ pub struct RawProvider {
     pub algorithms: Vec<String>,
     #[serde(deserialize_with = "one_or_many")]
     pub trusted_audiences: Vec<String>,
+    /// Accept this provider's JWTs as `Authorization: Bearer`.
+    #[serde(deserialize_with = "opt_bool")]
+    pub accept_bearer_tokens: Option<bool>,
+    /// Audiences besides `client_id` a bearer token may be issued for.
+    #[serde(deserialize_with = "one_or_many")]
+    pub bearer_audiences: Vec<String>,
     #[serde(deserialize_with = "opt_bool")]
     pub insecure_accept_unverified_email: Option<bool>,
     #[serde(deserialize_with = "opt_bool")]
@@ -435,6 +461,7 @@ fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
 pub fn schema() -> serde_json::Value {
     let mut raw = serde_json::to_value(RawConfig::default()).unwrap_or_default();
     raw["upstream"] = serde_json::to_value(RawUpstream::default()).unwrap_or_default();
+    raw["jwt"] = serde_json::to_value(RawJwt::default()).unwrap_or_default();
     let mut provider = serde_json::to_value(RawProvider::default()).unwrap_or_default();
     provider["profile_requests"] =
         serde_json::json!([serde_json::to_value(RawProfileRequest::default()).unwrap_or_default()]);

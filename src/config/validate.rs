@@ -40,6 +40,8 @@ providers:
     name: Demo account
 "#;
 
+mod jwt;
+
 struct Collector<'a> {
     doc: &'a Document,
     problems: Vec<Problem>,
@@ -559,6 +561,10 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     }
     let (regulation, sign_in) =
         super::guard::build(&raw, &providers, &mut |k, m, f| c.bad(k, m, f));
+    let jwt = raw
+        .jwt
+        .as_ref()
+        .and_then(|j| jwt::build(&mut c, j, &resolve));
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -734,6 +740,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         demo: None,
         regulation,
         sign_in,
+        jwt,
     })
 }
 
@@ -786,6 +793,8 @@ pub(crate) fn remote_only_keys(p: &RawProvider) -> Vec<&'static str> {
         ("authorization_params", !p.authorization_params.is_empty()),
         ("algorithms", !p.algorithms.is_empty()),
         ("trusted_audiences", !p.trusted_audiences.is_empty()),
+        ("accept_bearer_tokens", p.accept_bearer_tokens.is_some()),
+        ("bearer_audiences", !p.bearer_audiences.is_empty()),
         (
             "insecure_accept_unverified_email",
             p.insecure_accept_unverified_email.is_some(),
@@ -1202,6 +1211,20 @@ fn oidc_provider(
         }
     };
     let pkce = p.pkce.unwrap_or(true);
+    if oauth && (p.accept_bearer_tokens.is_some() || !p.bearer_audiences.is_empty()) {
+        c.bad(
+            &key("accept_bearer_tokens"),
+            "a plain oauth provider issues no JWTs to verify",
+            "use type: oidc (its JWKS verifies the tokens), or remove accept_bearer_tokens and bearer_audiences",
+        );
+    }
+    if !p.bearer_audiences.is_empty() && p.accept_bearer_tokens != Some(true) {
+        c.bad(
+            &key("bearer_audiences"),
+            "bearer_audiences has no effect without accept_bearer_tokens: true",
+            "set accept_bearer_tokens: true, or remove bearer_audiences",
+        );
+    }
     if !oauth && !pkce {
         c.bad(
             &key("pkce"),
@@ -1250,6 +1273,8 @@ fn oidc_provider(
             .unwrap_or(false),
         algorithms: p.algorithms.clone(),
         trusted_audiences: p.trusted_audiences.clone(),
+        accept_bearer_tokens: p.accept_bearer_tokens.unwrap_or(false),
+        bearer_audiences: p.bearer_audiences.clone(),
         insecure_accept_unverified_email: p.insecure_accept_unverified_email.unwrap_or(false),
         store_tokens: p.store_tokens.unwrap_or(true),
         timeout,

@@ -114,6 +114,11 @@ pub struct OidcConfig {
     /// Empty: what discovery says (asymmetric ones only), else RS256.
     pub algorithms: Vec<String>,
     pub trusted_audiences: Vec<String>,
+    /// Accept this provider's JWTs as `Authorization: Bearer` (oauth2-proxy
+    /// `skip_jwt_bearer_tokens`), with `aud` = `client_id` or one of
+    /// `bearer_audiences` (oauth2-proxy `extra_jwt_issuers`).
+    pub accept_bearer_tokens: bool,
+    pub bearer_audiences: Vec<String>,
     pub insecure_accept_unverified_email: bool,
     /// Keep access, refresh and ID tokens in the session.
     pub store_tokens: bool,
@@ -491,18 +496,42 @@ impl OidcProvider {
         token: &str,
         nonce: &str,
     ) -> Result<Map<String, Value>, OidcError> {
-        self.verify_jwt(token, Some(nonce), verify::verify).await
+        self.verify_jwt(
+            token,
+            Some(nonce),
+            &self.cfg.trusted_audiences,
+            verify::verify,
+        )
+        .await
+    }
+
+    /// Verifies a JWT presented as a bearer token (`accept_bearer_tokens`).
+    pub async fn verify_bearer_token(&self, token: &str) -> Result<Map<String, Value>, OidcError> {
+        self.verify_jwt(
+            token,
+            None,
+            &self.cfg.bearer_audiences,
+            verify::verify_bearer,
+        )
+        .await
     }
 
     /// Verifies a back-channel logout token (Back-Channel Logout 1.0 §2.6).
     pub async fn verify_logout_token(&self, token: &str) -> Result<Map<String, Value>, OidcError> {
-        self.verify_jwt(token, None, verify::verify_logout).await
+        self.verify_jwt(
+            token,
+            None,
+            &self.cfg.trusted_audiences,
+            verify::verify_logout,
+        )
+        .await
     }
 
     async fn verify_jwt(
         &self,
         token: &str,
         nonce: Option<&str>,
+        audiences: &[String],
         verify_fn: verify::VerifyFn,
     ) -> Result<Map<String, Value>, OidcError> {
         let meta = self
@@ -519,7 +548,7 @@ impl OidcProvider {
                     client_id: &self.cfg.client_id,
                     nonce,
                     algorithms: &algorithms,
-                    trusted_audiences: &self.cfg.trusted_audiences,
+                    trusted_audiences: audiences,
                     now: self.clock.now(),
                     skew: crate::session::CLOCK_SKEW,
                 },

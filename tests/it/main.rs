@@ -14,6 +14,8 @@ mod edge;
 mod email;
 mod forward_auth;
 mod idp_fixture;
+mod jwt_assertion;
+mod jwt_bearer;
 mod observability;
 mod oidc;
 mod oidc_forged;

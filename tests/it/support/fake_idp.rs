@@ -43,6 +43,19 @@ pub enum Scenario {
     SlowToken(Duration),
 }
 
+/// How [`FakeIdp::bearer`] signs.
+#[derive(Clone, Copy, Debug)]
+pub enum Forge {
+    /// With the published key: a valid signature.
+    None,
+    /// With a key not in the JWKS, under a kid that is.
+    WrongKey,
+    /// With a key not in the JWKS, under a kid that is not either.
+    UnknownKid,
+    AlgNone,
+    Hs256WithPublicKey,
+}
+
 struct Key {
     kid: String,
     pair: EcdsaKeyPair,
@@ -161,6 +174,48 @@ impl FakeIdp {
             Key::new("k1").sign(&header, &claims)
         } else {
             s.keys[0].sign(&header, &claims)
+        }
+    }
+
+    /// A JWT for `Authorization: Bearer`: the user's claims with `iss`,
+    /// `aud` (the client), `iat`, `exp` (+300 s), signed as `forge` says;
+    /// `edit` changes the header and the claims before signing.
+    pub fn bearer(&self, forge: Forge, edit: impl FnOnce(&mut Value, &mut Value)) -> String {
+        let s = self.state.lock().unwrap();
+        let t = now();
+        let mut claims = s.user.clone();
+        claims["iss"] = json!(s.issuer);
+        claims["aud"] = json!(CLIENT_ID);
+        claims["iat"] = json!(t);
+        claims["exp"] = json!(t + 300);
+        let mut header = json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        match forge {
+            Forge::AlgNone => header = json!({"alg": "none"}),
+            Forge::Hs256WithPublicKey => header = json!({"alg": "HS256", "kid": "k1"}),
+            Forge::UnknownKid => header["kid"] = json!("k-unknown"),
+            _ => {}
+        }
+        edit(&mut header, &mut claims);
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        match forge {
+            Forge::None => s.keys[0].sign(&header, &claims),
+            Forge::WrongKey | Forge::UnknownKid => Key::new("k1").sign(&header, &claims),
+            Forge::AlgNone => format!("{input}."),
+            Forge::Hs256WithPublicKey => {
+                // Algorithm confusion: the MAC keyed with what a verifier
+                // that trusts the header would use, the public key (as its
+                // JWK text and as its raw point: both are public).
+                use hmac::{KeyInit, Mac};
+                let jwk = s.keys[0].jwk().to_string();
+                let mut mac =
+                    <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(jwk.as_bytes()).unwrap();
+                mac.update(input.as_bytes());
+                format!("{input}.{}", B64.encode(mac.finalize().into_bytes()))
+            }
         }
     }
 
