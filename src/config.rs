@@ -60,6 +60,8 @@ pub struct Config {
     pub regulation: crate::authn::regulation::RegulationConfig,
     /// Static groups, provider `allowed_groups` and `sign_in` rules.
     pub sign_in: crate::authz::signin::SignInPolicy,
+    /// Route policies (`routes:`): first match decides, else `access`.
+    pub routes: crate::authz::policy::Routes,
 }
 
 #[derive(Debug, Clone)]
@@ -424,5 +426,6 @@ pub fn effective(c: &Config) -> String {
     });
     let mut v = v;
     guard::effective(c, &mut v);
+    crate::authz::policy::load::effective(&c.routes, &mut v);
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

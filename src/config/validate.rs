@@ -698,6 +698,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         );
     }
 
+    let routes = crate::authz::policy::load::build(&raw, doc, &mut c.problems);
+
     if !c.problems.is_empty() {
         return Err(ConfigError {
             problems: c.problems,
@@ -734,6 +736,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         demo: None,
         regulation,
         sign_in,
+        routes,
     })
 }
 
