@@ -75,7 +75,7 @@ fn limits(raw: &RawConfig, bad: &mut Bad<'_>) -> Limits {
                     "policy_limits.max_time",
                     None,
                     format!("{v:?} is not a duration from 1ms to 1000ms"),
-                    "write milliseconds like 5ms (every request waits for the policy)",
+                    "write milliseconds like 50ms (every request waits for the policy)",
                 );
                 d.max_time
             }
