@@ -88,6 +88,8 @@ pub struct DatalogPolicy {
     world: World,
     /// Symbols of the fact names, in [`FACTS`] order.
     names: Vec<u64>,
+    /// Which of [`FACTS`] the policy reads: only those are made per request.
+    reads: Vec<bool>,
     compiled_checks: Vec<(CheckKind, Vec<Query>)>,
     compiled_policies: Vec<(PolicyKind, Vec<Query>)>,
     limits: Limits,
@@ -215,8 +217,10 @@ impl DatalogPolicy {
                     .iter()
                     .map(|(t, p)| (*t, p.queries.as_slice())),
             );
+        let mut read: HashSet<String> = HashSet::new();
         for (text, rules) in bodies {
             for pred in rules.iter().flat_map(|r| r.body.iter()) {
+                read.insert(pred.name.clone());
                 if !known.contains(&(pred.name.clone(), pred.terms.len())) {
                     let at = text.find(pred.name.as_str()).map_or(0, |i| i);
                     errors.push(CompileError {
@@ -292,6 +296,7 @@ impl DatalogPolicy {
             })
             .collect();
         let names = FACTS.iter().map(|(n, _)| symbols.insert(n)).collect();
+        let reads = FACTS.iter().map(|(n, _)| read.contains(*n)).collect();
         let stmt = |t: &str| Statement {
             text: t.trim().to_string(),
             offset: offset_in(src, t),
@@ -301,6 +306,7 @@ impl DatalogPolicy {
             symbols,
             world,
             names,
+            reads,
             compiled_checks,
             compiled_policies,
             limits,
@@ -321,24 +327,39 @@ impl DatalogPolicy {
     pub fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         let mut symbols = self.symbols.clone();
         let mut world = self.world.clone();
-        add_facts(&mut world, &mut symbols, &self.names, facts);
+        add_facts(&mut world, &mut symbols, &self.names, &self.reads, facts);
         if world.facts.len() as u64 >= self.limits.max_facts {
             return Outcome::Error("run limit: too many facts generated".into());
         }
-        if let Err(e) = world.run_with_limits(&symbols, self.limits.into()) {
+        if !world.rules.inner.is_empty()
+            && let Err(e) = world.run_with_limits(&symbols, self.limits.into())
+        {
             return Outcome::Error(match e {
                 Execution::RunLimit(l) => format!("run limit: {l}"),
                 other => other.to_string(),
             });
         }
-        let matches =
-            |q: &Query| world.query_match(q.rule.clone(), usize::MAX, &q.trusted, &symbols);
+        // By reference: `World::query_match` would clone each rule.
+        let matches = |q: &Query| {
+            q.rule.find_match(
+                &world.facts,
+                usize::MAX,
+                &q.trusted,
+                &symbols,
+                &world.extern_funcs,
+            )
+        };
         for (i, (kind, queries)) in self.compiled_checks.iter().enumerate() {
             let mut ok = false;
             for q in queries {
                 let r = match kind {
                     CheckKind::One => matches(q),
-                    CheckKind::All => world.query_match_all(q.rule.clone(), &q.trusted, &symbols),
+                    CheckKind::All => q.rule.check_match_all(
+                        &world.facts,
+                        &q.trusted,
+                        &symbols,
+                        &world.extern_funcs,
+                    ),
                     CheckKind::Reject => matches(q).map(|m| !m),
                 };
                 match r {
@@ -382,21 +403,30 @@ fn first_line(s: &str) -> &str {
 
 /// Adds the request's facts; `names` are the fact names' symbols in
 /// [`FACTS`] order.
-fn add_facts(world: &mut World, symbols: &mut SymbolTable, names: &[u64], f: &Facts<'_>) {
+fn add_facts(
+    world: &mut World,
+    symbols: &mut SymbolTable,
+    names: &[u64],
+    reads: &[bool],
+    f: &Facts<'_>,
+) {
     let mut origin = Origin::default();
     origin.insert(usize::MAX);
-    let name = |n: &str| names[FACTS.iter().position(|(x, _)| *x == n).unwrap_or(0)];
-    let add = |world: &mut World, n: &str, terms: Vec<dl::Term>| {
-        world.add_fact(&origin, dl::Fact::new(name(n), &terms));
-    };
+    let index = |n: &str| FACTS.iter().position(|(x, _)| *x == n).unwrap_or(0);
+    let name = |n: &str| names[index(n)];
+    let wants = |n: &str| reads[index(n)];
     let str_fact = |world: &mut World, symbols: &mut SymbolTable, n: &str, v: &str| {
-        let t = dl::Term::Str(symbols.insert(v));
-        add(world, n, vec![t]);
+        if wants(n) {
+            let t = dl::Term::Str(symbols.insert(v));
+            world.add_fact(&origin, dl::Fact::new(name(n), &[t]));
+        }
     };
     str_fact(world, symbols, "auth", f.auth);
     str_fact(world, symbols, "method", f.method);
     str_fact(world, symbols, "path", f.path);
-    str_fact(world, symbols, "client_ip", &f.client_ip.to_string());
+    if wants("client_ip") {
+        str_fact(world, symbols, "client_ip", &f.client_ip.to_string());
+    }
     if let Some(h) = f.host {
         str_fact(world, symbols, "host", h);
     }
