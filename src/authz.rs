@@ -3,6 +3,7 @@
 //! target from their request and shape the answer.
 
 pub mod forward;
+pub mod policy;
 pub mod signin;
 
 use http::HeaderMap;
@@ -44,11 +45,21 @@ pub async fn decide(
     target: &Target<'_>,
 ) -> Result<(Decision, Current), Error> {
     let cur = identify(app, headers, client, target).await?;
-    let decision = evaluate(
-        &app.config.access,
-        cur.session.as_ref().map(|s| &s.claims),
+    // Route policies first (the first matching route decides); a request
+    // no route matches keeps the global `access` rules.
+    let decision = match app.config.routes.decide(
+        cur.session.as_ref(),
         target,
-    );
+        client.client_ip,
+        app.clock.now(),
+    ) {
+        Some(v) => v.decision,
+        None => evaluate(
+            &app.config.access,
+            cur.session.as_ref().map(|s| &s.claims),
+            target,
+        ),
+    };
     Ok((decision, cur))
 }
 

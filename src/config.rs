@@ -62,6 +62,8 @@ pub struct Config {
     pub sign_in: crate::authz::signin::SignInPolicy,
     /// The signed JWT assertion to upstreams (`jwt:`), when configured.
     pub jwt: Option<crate::jwt::JwtConfig>,
+    /// Route policies (`routes:`): first match decides, else `access`.
+    pub routes: crate::authz::policy::Routes,
 }
 
 #[derive(Debug, Clone)]
@@ -458,5 +460,6 @@ pub fn effective(c: &Config) -> String {
     });
     let mut v = v;
     guard::effective(c, &mut v);
+    crate::authz::policy::load::effective(&c.routes, &mut v);
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -45,6 +45,38 @@ enum Cmd {
         #[command(subcommand)]
         cmd: SessionsCmd,
     },
+    /// Route policies: see what they decide.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Decide on one request and print the route and rule that decided.
+    /// Exit status: 0 passes, 1 forbidden, 3 sign-in needed, 2 bad config
+    /// or arguments.
+    Test {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// The signed-in user's e-mail (none: a request without a session).
+        #[arg(long = "as")]
+        email: Option<String>,
+        /// The user's groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// How the request is proven: session, token or bearer.
+        #[arg(long, default_value = "session")]
+        via: String,
+        /// The client's IP address.
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        /// GET, POST, ...
+        method: String,
+        /// The full URL, like https://app.example.com/admin.
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,7 +161,59 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Sessions { cmd } => sessions(cmd),
+        Cmd::Policy { cmd } => policy(cmd),
     }
+}
+
+fn policy(cmd: PolicyCmd) -> anyhow::Result<()> {
+    use portcullis::authz::policy::explain::{Question, exit_code, explain};
+    use portcullis::session::Via;
+    let PolicyCmd::Test {
+        config: path,
+        email,
+        groups,
+        via,
+        ip,
+        method,
+        url,
+    } = cmd;
+    let usage = |msg: String| -> ! {
+        eprintln!("{msg}");
+        std::process::exit(2);
+    };
+    let via = match via.as_str() {
+        "session" => Via::Cookie,
+        "token" => Via::ApiToken,
+        "bearer" => Via::IdpBearer,
+        other => usage(format!("--via {other}: use session, token or bearer")),
+    };
+    let parsed = match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+        _ => usage(format!(
+            "{url:?} is not an http(s) URL, like https://app.example.com/path"
+        )),
+    };
+    if portcullis::http::forwarded::has_dot_segment(&url) {
+        usage(format!(
+            "{url:?} has dot segments: the server refuses such requests (400)"
+        ));
+    }
+    let cfg = match config::load(&path, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => usage(format!("{}: {e}", path.display())),
+    };
+    let q = Question {
+        email,
+        groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
+        via,
+        method: method.to_ascii_uppercase(),
+        url: parsed,
+        client_ip: ip,
+        now: Clock::System.now(),
+    };
+    let (decision, report) = explain(&cfg, &q);
+    print!("{report}");
+    std::process::exit(exit_code(decision));
 }
 
 fn sessions(cmd: SessionsCmd) -> anyhow::Result<()> {

@@ -39,6 +39,46 @@ pub struct RawConfig {
     pub sign_in: RawSignIn,
     /// The signed JWT assertion to upstreams (on when the block is present).
     pub jwt: Option<RawJwt>,
+    /// Route policies, first match decides (`crate::authz::policy`).
+    pub routes: Vec<RawRoute>,
+    /// Run limits of every Datalog route policy.
+    pub policy_limits: RawPolicyLimits,
+}
+
+/// One route: what it matches and what it says.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRoute {
+    #[serde(deserialize_with = "opt_text")]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub host: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub path: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub methods: Vec<String>,
+    /// `public` or `authenticated` (the default without a policy).
+    #[serde(deserialize_with = "opt_text")]
+    pub access: Option<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub allowed_emails: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub allowed_domains: Vec<String>,
+    #[serde(deserialize_with = "one_or_many")]
+    pub allowed_groups: Vec<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub datalog: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPolicyLimits {
+    #[serde(deserialize_with = "opt_u64")]
+    pub max_facts: Option<u64>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub max_iterations: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
+    pub max_time: Option<String>,
 }
 
 /// The signed JWT assertion (`X-Auth-Request-Jwt`) and its keys.
@@ -468,6 +508,8 @@ pub fn schema() -> serde_json::Value {
     raw["providers"] = serde_json::json!([provider]);
     raw["sign_in"]["rules"] =
         serde_json::json!([serde_json::to_value(RawSignInRule::default()).unwrap_or_default()]);
+    raw["routes"] =
+        serde_json::json!([serde_json::to_value(RawRoute::default()).unwrap_or_default()]);
     raw
 }
 

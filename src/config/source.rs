@@ -78,6 +78,9 @@ pub struct Document {
     pub value: Value,
     origins: HashMap<String, Origin>,
     pub file: Option<String>,
+    /// The file's text: positions inside a value (a Datalog policy's
+    /// error) are computed from it.
+    pub text: String,
 }
 
 impl Document {
@@ -173,6 +176,7 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Document, SourceError> {
             value: Value::Object(Map::new()),
             origins: HashMap::new(),
             file: Some(file.into()),
+            text: String::new(),
         });
     }
     let root: Spanned<Node> = serde_saphyr::from_str(text).map_err(|e| {
@@ -186,6 +190,7 @@ pub fn from_yaml(text: &str, file: &str) -> Result<Document, SourceError> {
         value: Value::Null,
         origins: HashMap::new(),
         file: Some(file.into()),
+        text: text.to_string(),
     };
     doc.value = flatten(root, String::new(), file, &mut doc.origins);
     if doc.value.is_null() {

@@ -704,6 +704,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         );
     }
 
+    let routes = crate::authz::policy::load::build(&raw, doc, &mut c.problems);
+
     if !c.problems.is_empty() {
         return Err(ConfigError {
             problems: c.problems,
@@ -741,6 +743,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         regulation,
         sign_in,
         jwt,
+        routes,
     })
 }
 

@@ -25,6 +25,7 @@ mod redirects;
 mod redis_fixture;
 mod refresh;
 mod regulation;
+mod routes;
 mod sessions;
 mod signin;
 mod signin_rules;
