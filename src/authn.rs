@@ -52,6 +52,7 @@ pub async fn route(
         "/session" if m == Method::POST => session_update(app, req, client).await,
         "/csrf" if is_read => Ok(csrf_json(app, req.headers())),
         "/providers" if is_read => Ok(providers(app)),
+        "/keys" if is_read => Ok(app.tokens.keys_response()),
         "/error" if is_read => Ok(error_page(&req)),
         "/verify-request" if is_read => Ok(web::html(
             StatusCode::OK,
@@ -81,6 +82,7 @@ pub async fn route(
                     | "/session"
                     | "/csrf"
                     | "/providers"
+                    | "/keys"
                     | "/error"
                     | "/verify-request"
             ) =>

@@ -52,20 +52,61 @@ pub async fn decide(
     Ok((decision, cur))
 }
 
-/// The request's identity: its session cookie.
+/// The request's identity: an API token (`Authorization: Bearer`, when
+/// enabled), else its session cookie.
 pub async fn identify(
     app: &App,
     headers: &HeaderMap,
     client: &ClientInfo,
-    _target: &Target<'_>,
+    target: &Target<'_>,
 ) -> Result<Current, Error> {
+    // API tokens (src/tokens): a presented token decides alone, never
+    // the cookie beside it.
+    if app.tokens.api_enabled()
+        && let Some(token) = crate::tokens::bearer(headers)
+        && !crate::tokens::looks_like_jwt(token)
+    {
+        return api_token(app, token, target).await;
+    }
     current(app, headers, client).await
+}
+
+/// Verifies an API token: a session `via: ApiToken`, or none (401).
+async fn api_token(app: &App, token: &str, target: &Target<'_>) -> Result<Current, Error> {
+    let facts = crate::tokens::api::RequestFacts {
+        method: target.method,
+        host: target.host,
+        path: target.path,
+        now: app.clock.now(),
+    };
+    let session = match app.tokens.verify_api(token, &facts).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(why)) => {
+            tracing::info!(reason = %why, "API token rejected");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "API token revocation list unavailable");
+            return Err(Error::Unavailable(
+                "The token revocation list is unavailable.",
+            ));
+        }
+    };
+    Ok(Current {
+        session,
+        cookies: Vec::new(),
+    })
 }
 
 /// Sets the identity headers of an allowed request (to the upstream, or
 /// in a forward-auth answer), after the client's copies were stripped.
 pub fn forward_identity(app: &App, headers: &mut HeaderMap, session: &Session) {
+    // The API token was for us: the upstream gets the identity token.
+    if session.via == crate::session::Via::ApiToken {
+        headers.remove(http::header::AUTHORIZATION);
+    }
     app.identity.set(headers, &session.claims);
+    app.tokens.set_identity(headers, session);
 }
 
 /// Decides on a request: public paths pass, everything else needs a

@@ -60,6 +60,8 @@ pub struct Config {
     pub regulation: crate::authn::regulation::RegulationConfig,
     /// Static groups, provider `allowed_groups` and `sign_in` rules.
     pub sign_in: crate::authz::signin::SignInPolicy,
+    /// Biscuit root keys, the forwarded identity token, API tokens.
+    pub tokens: crate::tokens::TokensConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -424,5 +426,6 @@ pub fn effective(c: &Config) -> String {
     });
     let mut v = v;
     guard::effective(c, &mut v);
+    v["tokens"] = c.tokens.effective();
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

@@ -58,6 +58,14 @@ impl IdentityHeaders {
         }
     }
 
+    /// Also strips `name` from client requests (a header set elsewhere,
+    /// like the forwarded identity token's when renamed).
+    pub fn also_strip(&mut self, name: HeaderName) {
+        if !self.strip.contains(&name) {
+            self.strip.push(name);
+        }
+    }
+
     /// Removes every identity header, whatever its case or count, and
     /// its underscore spellings (`X_Auth_Request_User`), which servers
     /// that fold `_` into `-` (CGI, some frameworks) would read as ours.

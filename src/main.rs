@@ -13,6 +13,8 @@ use portcullis::providers::credentials;
 use portcullis::state::App;
 use portcullis::{server, whoami};
 
+mod token_cli;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",
@@ -44,6 +46,11 @@ enum Cmd {
     Sessions {
         #[command(subcommand)]
         cmd: SessionsCmd,
+    },
+    /// Biscuit API tokens: mint, attenuate, inspect, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: token_cli::TokenCmd,
     },
 }
 
@@ -129,6 +136,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Sessions { cmd } => sessions(cmd),
+        Cmd::Token { cmd } => token_cli::run(cmd),
     }
 }
 

@@ -49,6 +49,8 @@ pub struct App {
     pub password_checks: Semaphore,
     /// Brute-force bans for the sign-in forms (in the store, if any).
     pub regulation: crate::authn::regulation::Regulator,
+    /// Biscuit root keys, identity tokens, API tokens and their deny list.
+    pub tokens: crate::tokens::Tokens,
     scheme: &'static str,
 }
 
@@ -127,7 +129,11 @@ impl App {
         }
         let redirects =
             RedirectPolicy::new(config.public_url.clone(), config.redirect_domains.clone());
-        let identity = IdentityHeaders::new(&config.headers);
+        let mut identity = IdentityHeaders::new(&config.headers);
+        if let Some(h) = &config.tokens.identity_header {
+            identity.also_strip(h.clone());
+        }
+        let tokens = crate::tokens::Tokens::new(&config, store.as_ref(), clock.clone());
         let proxy = match (&config.upstream, upstream_override) {
             (
                 Some(Upstream::Url {
@@ -190,6 +196,7 @@ impl App {
             ready: AtomicBool::new(true),
             password_checks: Semaphore::new(checks),
             regulation,
+            tokens,
             scheme,
             config,
         })

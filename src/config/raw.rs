@@ -37,6 +37,46 @@ pub struct RawConfig {
     /// Groups given by the config: e-mail address → group names.
     pub groups: std::collections::BTreeMap<String, Vec<String>>,
     pub sign_in: RawSignIn,
+    /// Biscuit tokens: root keys, the forwarded identity token, API tokens.
+    pub tokens: RawTokens,
+}
+
+/// `tokens:` (src/tokens.rs).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokens {
+    pub keys: Vec<RawTokenKey>,
+    pub identity: RawTokenIdentity,
+    pub api: RawTokenApi,
+    #[serde(deserialize_with = "opt_text")]
+    pub revocation_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenKey {
+    #[serde(deserialize_with = "opt_u64")]
+    pub id: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
+    pub private_key_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenIdentity {
+    /// `Some("")` disables the header: kept apart from "unset".
+    pub header: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenApi {
+    #[serde(deserialize_with = "opt_bool")]
+    pub enabled: Option<bool>,
 }
 
 /// Brute-force protection for the sign-in forms.
@@ -441,6 +481,8 @@ pub fn schema() -> serde_json::Value {
     raw["providers"] = serde_json::json!([provider]);
     raw["sign_in"]["rules"] =
         serde_json::json!([serde_json::to_value(RawSignInRule::default()).unwrap_or_default()]);
+    raw["tokens"]["keys"] =
+        serde_json::json!([serde_json::to_value(RawTokenKey::default()).unwrap_or_default()]);
     raw
 }
 

@@ -559,6 +559,10 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     }
     let (regulation, sign_in) =
         super::guard::build(&raw, &providers, &mut |k, m, f| c.bad(k, m, f));
+    let tokens =
+        crate::tokens::settings::build(&raw.tokens, store.is_some(), &resolve, &mut |k, m, f| {
+            c.bad(k, m, f)
+        });
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -734,6 +738,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         demo: None,
         regulation,
         sign_in,
+        tokens,
     })
 }
 
