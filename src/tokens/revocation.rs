@@ -57,7 +57,7 @@ impl Revocation {
                     cmd.arg(id);
                 }
                 let found: Vec<i64> = redis.cmd(&cmd).await?;
-                Ok(found.iter().any(|&x| x == 1))
+                Ok(found.contains(&1))
             }
         }
     }

@@ -19,13 +19,15 @@ pub fn build(
     resolve: &dyn Fn(&str) -> PathBuf,
     bad: Bad<'_>,
 ) -> TokensConfig {
-    let mut cfg = TokensConfig::default();
-    cfg.keys = raw
-        .keys
-        .iter()
-        .enumerate()
-        .filter_map(|(i, k)| key(i, k, resolve, bad))
-        .collect();
+    let mut cfg = TokensConfig {
+        keys: raw
+            .keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| key(i, k, resolve, bad))
+            .collect(),
+        ..TokensConfig::default()
+    };
     if let Some(first) = cfg.keys.first()
         && first.private.is_none()
     {
