@@ -54,6 +54,7 @@ pub async fn route(
         "/csrf" if is_read => Ok(csrf_json(app, req.headers())),
         "/providers" if is_read => Ok(providers(app)),
         "/jwks" if is_read => jwks(app),
+        "/keys" if is_read => Ok(app.tokens.keys_response()),
         "/error" if is_read => Ok(error_page(&req)),
         "/verify-request" if is_read => Ok(web::html(
             StatusCode::OK,
@@ -83,6 +84,7 @@ pub async fn route(
                     | "/session"
                     | "/csrf"
                     | "/providers"
+                    | "/keys"
                     | "/error"
                     | "/verify-request"
             ) =>

@@ -63,12 +63,13 @@ pub async fn decide(
     Ok((decision, cur))
 }
 
-/// The request's identity: its session cookie.
+/// The request's identity: an API token (`Authorization: Bearer`, when
+/// enabled), else its session cookie.
 pub async fn identify(
     app: &App,
     headers: &HeaderMap,
     client: &ClientInfo,
-    _target: &Target<'_>,
+    target: &Target<'_>,
 ) -> Result<Current, Error> {
     // IdP bearer JWTs (`accept_bearer_tokens`): verified or refused, never
     // a fallback to the cookie.
@@ -83,12 +84,51 @@ pub async fn identify(
         crate::authn::bearer::Presented::Ambiguous => return Err(Error::Unauthenticated),
         crate::authn::bearer::Presented::None => {}
     }
+    // API tokens (src/tokens): a presented token decides alone, never
+    // the cookie beside it.
+    if app.tokens.api_enabled()
+        && let Some(token) = crate::tokens::bearer(headers)
+        && !crate::tokens::looks_like_jwt(token)
+    {
+        return api_token(app, token, target).await;
+    }
     current(app, headers, client).await
+}
+
+/// Verifies an API token: a session `via: ApiToken`, or none (401).
+async fn api_token(app: &App, token: &str, target: &Target<'_>) -> Result<Current, Error> {
+    let facts = crate::tokens::api::RequestFacts {
+        method: target.method,
+        host: target.host,
+        path: target.path,
+        now: app.clock.now(),
+    };
+    let session = match app.tokens.verify_api(token, &facts).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(why)) => {
+            tracing::info!(reason = %why, "API token rejected");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "API token revocation list unavailable");
+            return Err(Error::Unavailable(
+                "The token revocation list is unavailable.",
+            ));
+        }
+    };
+    Ok(Current {
+        session,
+        cookies: Vec::new(),
+    })
 }
 
 /// Sets the identity headers of an allowed request (to the upstream, or
 /// in a forward-auth answer), after the client's copies were stripped.
 pub fn forward_identity(app: &App, headers: &mut HeaderMap, session: &Session) {
+    // The API token was for us: the upstream gets the identity token.
+    if session.via == crate::session::Via::ApiToken {
+        headers.remove(http::header::AUTHORIZATION);
+    }
     app.identity.set(headers, &session.claims);
     // The signed JWT assertion (`jwt:`), minted once per session.
     if let Some(jwt) = &app.jwt
@@ -96,6 +136,7 @@ pub fn forward_identity(app: &App, headers: &mut HeaderMap, session: &Session) {
     {
         headers.insert(jwt.header.clone(), v);
     }
+    app.tokens.set_identity(headers, session);
 }
 
 /// Decides on a request: public paths pass, everything else needs a

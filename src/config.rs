@@ -64,6 +64,8 @@ pub struct Config {
     pub jwt: Option<crate::jwt::JwtConfig>,
     /// Route policies (`routes:`): first match decides, else `access`.
     pub routes: crate::authz::policy::Routes,
+    /// Biscuit root keys, the forwarded identity token, API tokens.
+    pub tokens: crate::tokens::TokensConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -461,5 +463,6 @@ pub fn effective(c: &Config) -> String {
     let mut v = v;
     guard::effective(c, &mut v);
     crate::authz::policy::load::effective(&c.routes, &mut v);
+    v["tokens"] = c.tokens.effective();
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }

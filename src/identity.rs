@@ -58,9 +58,9 @@ impl IdentityHeaders {
         }
     }
 
-    /// Strips `name` from client requests too (a header we set, like the
-    /// JWT assertion's, under a configured name).
-    pub fn strip_also(&mut self, name: HeaderName) {
+    /// Also strips `name` from client requests (a header set elsewhere,
+    /// like the forwarded identity token's when renamed).
+    pub fn also_strip(&mut self, name: HeaderName) {
         if !self.strip.contains(&name) {
             self.strip.push(name);
         }

@@ -31,5 +31,6 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 pub mod users;
 pub mod whoami;

@@ -13,6 +13,8 @@ use portcullis::providers::credentials;
 use portcullis::state::App;
 use portcullis::{server, whoami};
 
+mod token_cli;
+
 #[derive(Parser)]
 #[command(
     name = "portcullis",
@@ -44,6 +46,11 @@ enum Cmd {
     Sessions {
         #[command(subcommand)]
         cmd: SessionsCmd,
+    },
+    /// Biscuit API tokens: mint, attenuate, inspect, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: token_cli::TokenCmd,
     },
     /// Route policies: see what they decide.
     Policy {
@@ -162,6 +169,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Sessions { cmd } => sessions(cmd),
         Cmd::Policy { cmd } => policy(cmd),
+        Cmd::Token { cmd } => token_cli::run(cmd),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct App {
     pub regulation: crate::authn::regulation::Regulator,
     /// The signed JWT assertion to upstreams (`jwt:`), and `{base}/jwks`.
     pub jwt: Option<crate::jwt::Assertions>,
+    /// Biscuit root keys, identity tokens, API tokens and their deny list.
+    pub tokens: crate::tokens::Tokens,
     scheme: &'static str,
 }
 
@@ -134,7 +136,7 @@ impl App {
         let mut identity = IdentityHeaders::new(&config.headers);
         let jwt = match &config.jwt {
             Some(cfg) => {
-                identity.strip_also(cfg.header.clone());
+                identity.also_strip(cfg.header.clone());
                 Some(
                     crate::jwt::Assertions::new(
                         cfg,
@@ -147,6 +149,10 @@ impl App {
             }
             None => None,
         };
+        if let Some(h) = &config.tokens.identity_header {
+            identity.also_strip(h.clone());
+        }
+        let tokens = crate::tokens::Tokens::new(&config, store.as_ref(), clock.clone());
         let proxy = match (&config.upstream, upstream_override) {
             (
                 Some(Upstream::Url {
@@ -210,6 +216,7 @@ impl App {
             password_checks: Semaphore::new(checks),
             regulation,
             jwt,
+            tokens,
             scheme,
             config,
         })

@@ -43,6 +43,8 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     /// Run limits of every Datalog route policy.
     pub policy_limits: RawPolicyLimits,
+    /// Biscuit tokens: root keys, the forwarded identity token, API tokens.
+    pub tokens: RawTokens,
 }
 
 /// One route: what it matches and what it says.
@@ -68,6 +70,17 @@ pub struct RawRoute {
     pub allowed_groups: Vec<String>,
     #[serde(deserialize_with = "opt_text")]
     pub datalog: Option<String>,
+}
+
+/// `tokens:` (src/tokens.rs).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokens {
+    pub keys: Vec<RawTokenKey>,
+    pub identity: RawTokenIdentity,
+    pub api: RawTokenApi,
+    #[serde(deserialize_with = "opt_text")]
+    pub revocation_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -97,6 +110,33 @@ pub struct RawJwt {
     /// PKCS#8 PEM private keys; the first signs. None: derived from `secrets`.
     #[serde(deserialize_with = "one_or_many")]
     pub key_files: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenKey {
+    #[serde(deserialize_with = "opt_u64")]
+    pub id: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
+    pub private_key_file: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenIdentity {
+    /// `Some("")` disables the header: kept apart from "unset".
+    pub header: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTokenApi {
+    #[serde(deserialize_with = "opt_bool")]
+    pub enabled: Option<bool>,
 }
 
 /// Brute-force protection for the sign-in forms.
@@ -510,6 +550,8 @@ pub fn schema() -> serde_json::Value {
         serde_json::json!([serde_json::to_value(RawSignInRule::default()).unwrap_or_default()]);
     raw["routes"] =
         serde_json::json!([serde_json::to_value(RawRoute::default()).unwrap_or_default()]);
+    raw["tokens"]["keys"] =
+        serde_json::json!([serde_json::to_value(RawTokenKey::default()).unwrap_or_default()]);
     raw
 }
 

@@ -565,6 +565,10 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         .jwt
         .as_ref()
         .and_then(|j| jwt::build(&mut c, j, &resolve));
+    let tokens =
+        crate::tokens::settings::build(&raw.tokens, store.is_some(), &resolve, &mut |k, m, f| {
+            c.bad(k, m, f)
+        });
 
     let h = &raw.headers;
     let headers = HeaderConfig {
@@ -744,6 +748,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         sign_in,
         jwt,
         routes,
+        tokens,
     })
 }
 

@@ -30,3 +30,5 @@ mod sessions;
 mod signin;
 mod signin_rules;
 mod tls;
+mod tokens;
+mod tokens_golden;
