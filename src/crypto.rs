@@ -85,6 +85,22 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// SHA-256 over length-prefixed parts then groups: ("ab","c") and
+/// ("a","bc") differ. The cache key of what a token says about a session.
+pub fn digest_parts(parts: &[&str], groups: &[String]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts
+        .iter()
+        .copied()
+        .chain(groups.iter().map(String::as_str))
+    {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }

@@ -366,24 +366,16 @@ fn session_id(s: &Session) -> Option<&str> {
 /// of identity (groups refreshed, another user) never reuses one.
 fn digest(s: &Session) -> [u8; 32] {
     let c = &s.claims;
-    let mut h = Sha256::new();
-    for part in [
+    let parts = [
         session_id(s),
         Some(c.user_id()),
         c.email.as_deref(),
         c.name.as_deref(),
         c.preferred_username.as_deref(),
         c.provider.as_deref(),
-    ] {
-        let p = part.unwrap_or("");
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p.as_bytes());
-    }
-    for g in &c.groups {
-        h.update((g.len() as u64).to_be_bytes());
-        h.update(g.as_bytes());
-    }
-    h.finalize().into()
+    ]
+    .map(|p| p.unwrap_or(""));
+    crate::crypto::digest_parts(&parts, &c.groups)
 }
 
 fn slot_of(key: &[u8; 32]) -> usize {

@@ -19,7 +19,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use crate::http::Error;
-use crate::providers::oidc::{OidcError, OidcProvider, claim_at};
+use crate::providers::oidc::{OidcError, OidcProvider};
 use crate::session::{Claims, Session, Via};
 use crate::state::App;
 
@@ -153,29 +153,12 @@ fn session_claims(
             _ => Error::Unauthenticated,
         }
     })?;
-    let attrs = app
-        .config
-        .headers
-        .claims
-        .iter()
-        .map(|(_, path)| path.as_str())
-        .chain(app.config.sign_in.claim_paths())
-        .filter_map(|path| claim_at(&profile.claims, path).map(|v| (path.to_string(), v.clone())))
-        .collect();
     Ok(Claims {
-        name: profile.name,
-        email: profile.email,
-        picture: profile.image,
-        sub: Some(profile.id),
-        groups: profile.groups,
-        provider: Some(id.to_string()),
-        preferred_username: profile.preferred_username,
-        attrs,
         iat: iat.unwrap_or_else(|| app.clock.now()),
         exp: exp.unwrap_or(0),
         // Names this token (for the assertion's session id), not its text.
         jti: Some(crate::crypto::sha256_hex(token.as_bytes())[..32].to_string()),
-        ..Claims::default()
+        ..crate::authn::oauth::profile_claims(app, id, profile)
     })
 }
 

@@ -211,7 +211,10 @@ async fn complete(
     Ok(claims_for(app, p, id, profile, tokens))
 }
 
-fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: TokenSet) -> Claims {
+/// A provider's profile as session claims (a sign-in, or a bearer
+/// token): the profile, the provider, and the claims that headers and
+/// sign-in rules read, kept as `attrs`.
+pub(crate) fn profile_claims(app: &App, id: &str, profile: Profile) -> Claims {
     let attrs = app
         .config
         .headers
@@ -225,7 +228,6 @@ fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: T
                 .map(|v| (path.to_string(), v.clone()))
         })
         .collect();
-    let keep = p.cfg.store_tokens;
     Claims {
         name: profile.name,
         email: profile.email,
@@ -235,6 +237,13 @@ fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: T
         provider: Some(id.to_string()),
         preferred_username: profile.preferred_username,
         attrs,
+        ..Claims::default()
+    }
+}
+
+fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: TokenSet) -> Claims {
+    let keep = p.cfg.store_tokens;
+    Claims {
         access_token: tokens.access_token.filter(|_| keep),
         refresh_token: tokens.refresh_token.filter(|_| keep),
         // The ID token (~1 KB) is only for RP-initiated logout's hint: a
@@ -245,7 +254,7 @@ fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: T
             .filter(|_| keep && app.sessions.database().is_some()),
         expires_at: tokens.expires_at.filter(|_| keep),
         refresh_at: tokens.refresh_at.filter(|_| keep),
-        ..Claims::default()
+        ..profile_claims(app, id, profile)
     }
 }
 

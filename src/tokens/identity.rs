@@ -13,7 +13,6 @@ use arc_swap::ArcSwap;
 use biscuit_auth::Biscuit;
 use biscuit_auth::builder::{date, fact, string};
 use http::HeaderValue;
-use sha2::{Digest, Sha256};
 
 use super::keys::KeyRing;
 use crate::clock::UnixTime;
@@ -60,25 +59,16 @@ fn session_hash(s: &Session) -> Option<String> {
 /// Everything the token says, hashed: the cache key.
 fn content_key(s: &Session) -> [u8; 32] {
     let c = &s.claims;
-    let mut h = Sha256::new();
-    for part in [
+    let parts = [
         Some(via_name(s.via)),
         Some(c.user_id()),
         c.email.as_deref(),
         c.name.as_deref(),
         c.provider.as_deref(),
         s.handle.as_deref().or(c.jti.as_deref()),
-    ] {
-        // Length-prefixed, so ("ab","c") and ("a","bc") differ.
-        let p = part.unwrap_or("\u{0}");
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p.as_bytes());
-    }
-    for g in &c.groups {
-        h.update((g.len() as u64).to_be_bytes());
-        h.update(g.as_bytes());
-    }
-    h.finalize().into()
+    ]
+    .map(|p| p.unwrap_or("\u{0}"));
+    crate::crypto::digest_parts(&parts, &c.groups)
 }
 
 /// Mints the identity token of a session, valid until `exp`.

@@ -95,7 +95,14 @@ pub struct DatalogPolicy {
     limits: Limits,
     pub policies: Vec<Statement>,
     pub checks: Vec<Statement>,
+    /// Decisions remembered by a digest of the request's facts, for a
+    /// policy that reads neither `time` nor `client_ip` (its outcome is a
+    /// function of the facts the digest covers). `None` otherwise.
+    decisions: Option<std::sync::Arc<[arc_swap::ArcSwapOption<([u8; 32], Outcome)>]>>,
 }
+
+/// Slots of a policy's decision table.
+const DECISIONS: usize = 4096;
 
 /// A query of a check or policy, with the origins it trusts.
 #[derive(Clone)]
@@ -296,13 +303,23 @@ impl DatalogPolicy {
             })
             .collect();
         let names = FACTS.iter().map(|(n, _)| symbols.insert(n)).collect();
-        let reads = FACTS.iter().map(|(n, _)| read.contains(*n)).collect();
+        let reads: Vec<bool> = FACTS.iter().map(|(n, _)| read.contains(*n)).collect();
         let stmt = |t: &str| Statement {
             text: t.trim().to_string(),
             offset: offset_in(src, t),
             origin: None,
         };
+        let fact = |n: &str| FACTS.iter().position(|(x, _)| *x == n);
+        let varies = ["time", "client_ip"]
+            .iter()
+            .any(|n| fact(n).is_some_and(|i| reads[i]));
+        let decisions = (!varies).then(|| {
+            (0..DECISIONS)
+                .map(|_| arc_swap::ArcSwapOption::empty())
+                .collect()
+        });
         Ok(DatalogPolicy {
+            decisions,
             symbols,
             world,
             names,
@@ -325,6 +342,26 @@ impl DatalogPolicy {
     /// denied requests whose policy had already finished (seen in
     /// `benches/policy` while other builds ran).
     pub fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
+        let Some(table) = &self.decisions else {
+            return self.run(facts);
+        };
+        let key = facts_digest(facts);
+        let slot = &table[(usize::from(key[0]) << 8 | usize::from(key[1])) % DECISIONS];
+        if let Some(hit) = slot.load().as_ref()
+            && hit.0 == key
+        {
+            return hit.1.clone();
+        }
+        let outcome = self.run(facts);
+        // Errors (limits hit) are not remembered: the next request runs again.
+        if !matches!(outcome, Outcome::Error(_)) {
+            slot.store(Some(std::sync::Arc::new((key, outcome.clone()))));
+        }
+        outcome
+    }
+
+    /// One evaluation, no memory.
+    fn run(&self, facts: &Facts<'_>) -> Outcome {
         let mut symbols = self.symbols.clone();
         let mut world = self.world.clone();
         add_facts(&mut world, &mut symbols, &self.names, &self.reads, facts);
@@ -391,6 +428,35 @@ impl DatalogPolicy {
         }
         Outcome::NoMatch
     }
+}
+
+/// Every fact a request can give a policy except `time` and `client_ip`
+/// (policies reading those are never remembered), as one digest.
+fn facts_digest(f: &Facts<'_>) -> [u8; 32] {
+    let none = "\u{0}";
+    let mut parts = vec![f.auth, f.method, f.host.unwrap_or(none), f.path];
+    let mut attrs = String::new();
+    if let Some(c) = f.user {
+        for v in [
+            Some(c.user_id()),
+            c.email.as_deref(),
+            c.sub.as_deref(),
+            c.name.as_deref(),
+            c.preferred_username.as_deref(),
+            c.provider.as_deref(),
+            c.uid.as_deref(),
+        ] {
+            parts.push(v.unwrap_or(none));
+        }
+        for (k, v) in &c.attrs {
+            attrs.push_str(&format!("{}:{k}={v}\u{0}", k.len()));
+        }
+        parts.push(&attrs);
+    } else {
+        parts.push("\u{0}no user");
+    }
+    let groups = f.user.map(|c| c.groups.as_slice()).unwrap_or_default();
+    crate::crypto::digest_parts(&parts, groups)
 }
 
 fn first_line(s: &str) -> &str {

@@ -382,3 +382,49 @@ policy_limits:
         assert!(err.contains(needle), "{needle} missing in:\n{err}");
     }
 }
+
+/// Decisions are remembered per exact set of facts: a second user, method
+/// or auth kind is decided afresh (never another's answer), and a policy
+/// that reads `time` or `client_ip` is never remembered.
+#[test]
+fn remembered_decisions_never_cross_users_requests_or_clocks() {
+    let r = routes(
+        r#"
+routes:
+  - path: /admin/*
+    datalog: |
+      allow if group("admins"), method("GET"), auth("session");
+"#,
+    );
+    let alice = session("alice@example.com", &["admins"], Via::Cookie);
+    let bob = session("bob@example.com", &["staff"], Via::Cookie);
+    let token = session("alice@example.com", &["admins"], Via::ApiToken);
+    let get = target("h", "GET", "/admin/x");
+    let post = target("h", "POST", "/admin/x");
+    for _ in 0..3 {
+        assert_eq!(decide(&r, Some(&alice), &get), Some(Decision::Allow));
+        assert_eq!(decide(&r, Some(&bob), &get), Some(Decision::Forbidden));
+        assert_eq!(decide(&r, Some(&alice), &post), Some(Decision::Forbidden));
+        assert_eq!(decide(&r, Some(&token), &get), Some(Decision::Forbidden));
+        assert_eq!(decide(&r, None, &get), Some(Decision::Unauthenticated));
+    }
+    // Reads time: decided at each request's own time.
+    let timed = routes(
+        r#"
+routes:
+  - datalog: |
+      allow if time($t), $t < 2026-01-01T00:00:01Z;
+"#,
+    );
+    let t = target("h", "GET", "/");
+    assert_eq!(
+        timed.decide(Some(&alice), &t, IP, NOW).map(|v| v.decision),
+        Some(Decision::Allow)
+    );
+    assert_eq!(
+        timed
+            .decide(Some(&alice), &t, IP, NOW + 5)
+            .map(|v| v.decision),
+        Some(Decision::Forbidden)
+    );
+}
