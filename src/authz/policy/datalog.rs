@@ -98,8 +98,11 @@ pub struct DatalogPolicy {
     /// Decisions remembered by a digest of the request's facts, for a
     /// policy that reads neither `time` nor `client_ip` (its outcome is a
     /// function of the facts the digest covers). `None` otherwise.
-    decisions: Option<std::sync::Arc<[arc_swap::ArcSwapOption<([u8; 32], Outcome)>]>>,
+    decisions: Option<std::sync::Arc<[Remembered]>>,
 }
+
+/// One slot of the decision table: (digest of the facts, the outcome).
+type Remembered = arc_swap::ArcSwapOption<([u8; 32], Outcome)>;
 
 /// Slots of a policy's decision table.
 const DECISIONS: usize = 4096;
