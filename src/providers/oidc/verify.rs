@@ -133,13 +133,7 @@ pub fn verify_bearer(
             return Err(VerifyError::IssuedAt);
         }
     }
-    if claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(VerifyError::Subject);
-    }
+    has_subject(&claims)?;
     Ok(claims)
 }
 
@@ -254,14 +248,16 @@ fn checked_claims(
     if !ct_eq(nonce.unwrap_or("").as_bytes(), expected.as_bytes()) || expected.is_empty() {
         return Err(VerifyError::Nonce);
     }
-    if claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
-        return Err(VerifyError::Subject);
-    }
+    has_subject(&claims)?;
     Ok(claims)
+}
+
+/// A non-empty `sub` (OIDC Core §2; RFC 7519 §4.1.2 for bearer tokens).
+fn has_subject(claims: &Map<String, Value>) -> Result<(), VerifyError> {
+    match claims.get("sub").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => Ok(()),
+        _ => Err(VerifyError::Subject),
+    }
 }
 
 #[cfg(test)]
