@@ -155,6 +155,15 @@ fn store(redis: &RedisServer) -> String {
     )
 }
 
+/// Real Redis, a real SMTP server in `mode`, and Portcullis with `conf`
+/// plus the e-mail provider (`more` under its entry) and the store.
+async fn email_site(mode: Mode, more: &str, conf: Conf) -> (RedisServer, Smtp, Portcullis) {
+    let redis = RedisServer::start(RedisOpts::default());
+    let smtp = Smtp::start(mode);
+    let pc = Portcullis::start(conf.provider(&provider(&smtp, more)).extra(&store(&redis))).await;
+    (redis, smtp, pc)
+}
+
 /// The CSRF token and a posted e-mail form.
 async fn ask_link(b: &mut Browser, pc: &Portcullis, email: &str, callback: &str) -> Resp {
     let page = b.get(&pc.url("/auth/signin")).await;
@@ -208,16 +217,8 @@ async fn assert_verification_error(b: &mut Browser, pc: &Portcullis, r: &Resp) {
 }
 
 async fn full_loop(mode: Mode) {
-    let redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(mode);
     let up = Upstream::start().await;
-    let pc = Portcullis::start(
-        Conf::default()
-            .upstream(&up.url())
-            .provider(&provider(&smtp, ""))
-            .extra(&store(&redis)),
-    )
-    .await;
+    let (redis, smtp, pc) = email_site(mode, "", Conf::default().upstream(&up.url())).await;
     let mut b = Browser::new();
     let page = b.get(&pc.url("/auth/signin")).await;
     assert!(
@@ -302,14 +303,7 @@ async fn email_link_over_implicit_tls_signs_in_once() {
 
 #[tokio::test]
 async fn email_link_expired_or_for_another_address_fails() {
-    let redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(Mode::StartTls);
-    let pc = Portcullis::start(
-        Conf::default()
-            .provider(&provider(&smtp, "    max_age: 2\n"))
-            .extra(&store(&redis)),
-    )
-    .await;
+    let (_redis, smtp, pc) = email_site(Mode::StartTls, "    max_age: 2\n", Conf::default()).await;
     let mut b = Browser::new();
     ask_link(&mut b, &pc, "alice@example.com", "/").await;
     ask_link(&mut b, &pc, "bob@other.org", "/").await;
@@ -349,13 +343,10 @@ async fn email_link_expired_or_for_another_address_fails() {
 
 #[tokio::test]
 async fn email_form_answers_the_same_for_every_address() {
-    let redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(Mode::StartTls);
-    let pc = Portcullis::start(
-        Conf::default()
-            .provider(&provider(&smtp, ""))
-            .extra(&store(&redis))
-            .extra("access:\n  allowed_domains: [example.com]\n"),
+    let (_redis, smtp, pc) = email_site(
+        Mode::StartTls,
+        "",
+        Conf::default().extra("access:\n  allowed_domains: [example.com]\n"),
     )
     .await;
     let mut answers = Vec::new();
@@ -415,14 +406,7 @@ async fn email_answer_never_waits_on_smtp() {
 
 #[tokio::test]
 async fn email_header_injection_attempts_are_refused_and_send_nothing() {
-    let redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(Mode::StartTls);
-    let pc = Portcullis::start(
-        Conf::default()
-            .provider(&provider(&smtp, ""))
-            .extra(&store(&redis)),
-    )
-    .await;
+    let (redis, smtp, pc) = email_site(Mode::StartTls, "", Conf::default()).await;
     let long = format!("{}@example.com", "a".repeat(250));
     let attempts = [
         "alice@example.com\r\nBcc: eve@evil.test",
@@ -530,14 +514,7 @@ async fn log_line(pc: &Portcullis, needle: &str) -> bool {
 
 #[tokio::test]
 async fn email_sign_in_fails_closed_when_redis_is_down() {
-    let mut redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(Mode::StartTls);
-    let pc = Portcullis::start(
-        Conf::default()
-            .provider(&provider(&smtp, ""))
-            .extra(&store(&redis)),
-    )
-    .await;
+    let (mut redis, smtp, pc) = email_site(Mode::StartTls, "", Conf::default()).await;
     let mut b = Browser::new();
     ask_link(&mut b, &pc, "alice@example.com", "/").await;
     let link = link_in(&smtp.wait_mails(1).await[0], &pc);
@@ -553,16 +530,11 @@ async fn email_sign_in_fails_closed_when_redis_is_down() {
 #[tokio::test]
 async fn email_callback_url_from_the_open_redirect_corpus_never_leaves_the_site() {
     const ALLOWED: &str = "www.whitelisteddomain.tld";
-    let redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(Mode::StartTls);
-    let pc = Portcullis::start(
+    let (redis, smtp, pc) = email_site(
+        Mode::StartTls,
+        "    rate_limit:\n      per_email: 0\n      per_ip: 0\n",
         Conf::default()
             .public_url(&format!("http://{ALLOWED}"))
-            .provider(&provider(
-                &smtp,
-                "    rate_limit:\n      per_email: 0\n      per_ip: 0\n",
-            ))
-            .extra(&store(&redis))
             .extra(&format!(
                 "redirects:\n  allowed_domains: [{ALLOWED}]\naccess:\n  allowed_emails: [alice@example.com]\n"
             )),
@@ -738,13 +710,10 @@ fn email_provider_config_problems_name_the_key_and_the_fix() {
 /// (regulation) — its real link is refused, and the form sends it no mail.
 #[tokio::test]
 async fn email_link_guessing_is_banned_by_regulation() {
-    let redis = RedisServer::start(RedisOpts::default());
-    let smtp = Smtp::start(Mode::StartTls);
-    let pc = Portcullis::start(
-        Conf::default()
-            .provider(&provider(&smtp, ""))
-            .extra(&store(&redis))
-            .extra("regulation:\n  max_retries: 3\n  find_time: 1m\n  ban_time: 1m\n"),
+    let (_redis, smtp, pc) = email_site(
+        Mode::StartTls,
+        "",
+        Conf::default().extra("regulation:\n  max_retries: 3\n  find_time: 1m\n  ban_time: 1m\n"),
     )
     .await;
     let mut b = Browser::new();
