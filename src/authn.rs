@@ -228,6 +228,20 @@ async fn sign_in(
     }
 }
 
+/// Whether `claims` may sign in: the static groups merged in, then the
+/// access rules and the sign-in policy (provider groups, `sign_in`
+/// rules). `Err` says why not, for the log.
+pub(crate) fn may_sign_in(app: &App, claims: &mut Claims) -> Result<(), String> {
+    app.config.sign_in.enrich(claims);
+    if !authz::allowed(&app.config.access, claims) {
+        return Err("the access rules".into());
+    }
+    app.config
+        .sign_in
+        .evaluate(claims)
+        .map_err(|rule| format!("the sign-in policy ({rule})"))
+}
+
 /// Issues the session for a signed-in user, unless the access rules or
 /// the sign-in policy (provider groups, `sign_in` rules) say no; the
 /// configured static groups are merged in first. The response goes to
@@ -240,17 +254,8 @@ async fn establish(
     callback: &SafeRedirect,
 ) -> Result<Response<Body>, Error> {
     let provider = claims.provider.clone().unwrap_or_default();
-    app.config.sign_in.enrich(&mut claims);
-    if !authz::allowed(&app.config.access, &claims) {
-        tracing::info!(provider, user = %claims.user_id(), "sign-in refused by access rules: AccessDenied");
-        app.metrics.signin(&provider, "denied");
-        return Ok(go(
-            headers,
-            &error_target(app, ErrorCode::AccessDenied, callback),
-        ));
-    }
-    if let Err(rule) = app.config.sign_in.evaluate(&claims) {
-        tracing::info!(provider, user = %claims.user_id(), %rule, "sign-in refused by the sign-in policy: AccessDenied");
+    if let Err(why) = may_sign_in(app, &mut claims) {
+        tracing::info!(provider, user = %claims.user_id(), %why, "sign-in refused: AccessDenied");
         app.metrics.signin(&provider, "denied");
         return Ok(go(
             headers,

@@ -86,11 +86,14 @@ pub async fn identify(
     }
     // API tokens (src/tokens): a presented token decides alone, never
     // the cookie beside it.
-    if app.tokens.api_enabled()
-        && let Some(token) = crate::tokens::bearer(headers)
-        && !crate::tokens::looks_like_jwt(token)
-    {
-        return api_token(app, token, target).await;
+    if app.tokens.api_enabled() {
+        match crate::tokens::bearer(headers) {
+            crate::tokens::Bearer::One(token) if !crate::authn::bearer::looks_like_jwt(token) => {
+                return api_token(app, token, target).await;
+            }
+            crate::tokens::Bearer::Ambiguous => return Err(Error::Unauthenticated),
+            _ => {}
+        }
     }
     current(app, headers, client).await
 }
@@ -125,10 +128,6 @@ async fn api_token(app: &App, token: &str, target: &Target<'_>) -> Result<Curren
 /// Sets the identity headers of an allowed request (to the upstream, or
 /// in a forward-auth answer), after the client's copies were stripped.
 pub fn forward_identity(app: &App, headers: &mut HeaderMap, session: &Session) {
-    // The API token was for us: the upstream gets the identity token.
-    if session.via == crate::session::Via::ApiToken {
-        headers.remove(http::header::AUTHORIZATION);
-    }
     app.identity.set(headers, &session.claims);
     // The signed JWT assertion (`jwt:`), minted once per session.
     if let Some(jwt) = &app.jwt

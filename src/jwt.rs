@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
@@ -185,9 +184,8 @@ impl SigningKey {
     }
 }
 
-/// One minted assertion, for the session whose digest is `key`.
+/// One minted assertion and when to mint the next.
 struct Cached {
-    key: [u8; 32],
     value: HeaderValue,
     renew_at: u64,
 }
@@ -203,7 +201,7 @@ pub struct Assertions {
     keys: Vec<SigningKey>,
     /// `{base}/jwks`, serialized once.
     jwks: Bytes,
-    cache: Box<[ArcSwapOption<Cached>]>,
+    cache: crate::slots::Slots<Cached>,
     minted: AtomicU64,
     clock: Clock,
 }
@@ -248,7 +246,7 @@ impl Assertions {
             ttl: cfg.ttl.as_secs().max(1),
             keys,
             jwks: Bytes::from(jwks.to_string()),
-            cache: (0..CACHE_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            cache: crate::slots::Slots::new(CACHE_SLOTS),
             minted: AtomicU64::new(0),
             clock,
         })
@@ -275,12 +273,10 @@ impl Assertions {
     pub fn for_session(&self, session: &Session) -> Option<HeaderValue> {
         let key = digest(session);
         let now = self.clock.now();
-        let slot = &self.cache[slot_of(&key)];
-        if let Some(c) = slot.load().as_ref()
-            && c.key == key
-            && now < c.renew_at
+        if let Some(c) = self.cache.get(&key)
+            && now < c.1.renew_at
         {
-            return Some(c.value.clone());
+            return Some(c.1.value.clone());
         }
         let (value, exp) = self.mint(session, now)?;
         // Capped by the session (a bearer token's expiry): a new one would
@@ -290,11 +286,13 @@ impl Assertions {
         } else {
             exp.saturating_sub(self.ttl / 4)
         };
-        slot.store(Some(Arc::new(Cached {
+        self.cache.put(
             key,
-            value: value.clone(),
-            renew_at,
-        })));
+            Cached {
+                value: value.clone(),
+                renew_at,
+            },
+        );
         Some(value)
     }
 
@@ -376,12 +374,6 @@ fn digest(s: &Session) -> [u8; 32] {
     ]
     .map(|p| p.unwrap_or(""));
     crate::crypto::digest_parts(&parts, &c.groups)
-}
-
-fn slot_of(key: &[u8; 32]) -> usize {
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&key[..8]);
-    (u64::from_be_bytes(n) % CACHE_SLOTS as u64) as usize
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod session;
+pub mod slots;
 pub mod state;
 pub mod store;
 pub mod tls;

@@ -147,6 +147,10 @@ impl Proxy {
         let headers = req.headers_mut();
         app.identity.strip(headers);
         if let (Decision::Allow, Some(s)) = (decision, &cur.session) {
+            // An API token was for us: the upstream gets the identity token.
+            if s.via == crate::session::Via::ApiToken {
+                headers.remove(http::header::AUTHORIZATION);
+            }
             forward_identity(app, headers, s);
         }
         if !app.config.headers.pass_cookies {

@@ -194,17 +194,33 @@ impl Tokens {
     }
 }
 
-/// The bearer value of an `Authorization` header, if it has one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| rest.trim())
-        .filter(|t| !t.is_empty())
+/// What a request's `Authorization` headers offer as a bearer.
+pub enum Bearer<'a> {
+    None,
+    One(&'a str),
+    /// Several `Authorization` headers, a bearer among them: which one the
+    /// upstream reads is unknowable, so none is honoured.
+    Ambiguous,
 }
 
-/// A JWT (three base64url parts) is not ours: an IdP's bearer token.
-pub fn looks_like_jwt(token: &str) -> bool {
-    token.bytes().filter(|&b| b == b'.').count() == 2
+/// The bearer value of the `Authorization` header, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    fn value(v: &HeaderValue) -> Option<&str> {
+        let (scheme, rest) = v.to_str().ok()?.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| rest.trim())
+            .filter(|t| !t.is_empty())
+    }
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let first = all.next().and_then(value);
+    if all.next().is_some()
+        && headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .any(|v| value(v).is_some())
+    {
+        return Bearer::Ambiguous;
+    }
+    first.map_or(Bearer::None, Bearer::One)
 }

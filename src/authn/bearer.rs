@@ -79,7 +79,8 @@ fn jwt(v: &http::HeaderValue) -> Option<&str> {
 
 /// Compact JWS shape: three base64url parts (RFC 7515 §7.1); a JWE has
 /// five and is refused by the verifier, so it counts as a JWT here too.
-fn looks_like_jwt(t: &str) -> bool {
+/// A compact JWS or JWE (an IdP's token), not a biscuit.
+pub(crate) fn looks_like_jwt(t: &str) -> bool {
     let dots = t.bytes().filter(|b| *b == b'.').count();
     (dots == 2 || dots == 4)
         && t.len() <= MAX_TOKEN_BYTES
@@ -115,7 +116,9 @@ pub async fn identify(app: &App, token: &str) -> Result<Session, Error> {
         Ok(c) => c,
         Err(OidcError::Unavailable(why)) => return Err(Error::IdentityProvider(why)),
         Err(e) => {
-            tracing::info!(provider = %id, reason = %e, "bearer token refused");
+            // The reason quotes fields of an unverified token: bounded.
+            let reason: String = e.to_string().chars().take(160).collect();
+            tracing::info!(provider = %id, reason, "bearer token refused");
             return Err(Error::Unauthenticated);
         }
     };

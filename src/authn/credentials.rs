@@ -35,6 +35,10 @@ pub(super) async fn sign_in(
         .unwrap_or("")
         .to_string();
     let password = form.get("password").unwrap_or("").to_string();
+    // Nobody's address: refused before it reaches a log line or a store
+    // key (a failure of the client address only).
+    let malformed = email.len() > 320 || email.chars().any(char::is_control);
+    let email = if malformed { String::new() } else { email };
     let refuse = |outcome| {
         app.metrics.signin(provider, outcome);
         Ok(go(

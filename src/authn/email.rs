@@ -20,8 +20,8 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::form::query_param;
+use super::regulation::ip_bucket;
 use super::{CheckedPost, checked_post, error_target, establish, go};
-use crate::authz;
 use crate::clock::UnixTime;
 use crate::crypto::sha256_hex;
 use crate::http::forwarded::ClientInfo;
@@ -123,10 +123,12 @@ pub(super) async fn start(
                 .arg(cfg.max_age.as_secs().max(1)),
         )
         .await?;
-    if authz::allowed(&app.config.access, &claims_for(&email, provider)) {
-        send_link(app, provider, cfg, email, token, who.to_string());
-    } else {
-        tracing::info!(provider, email_hash = who, client_ip = %client.client_ip, "e-mail sign-in: the access rules refuse this address; no mail sent");
+    // The same rules as at the link's use: no mail to whom they refuse.
+    match super::may_sign_in(app, &mut claims_for(&email, provider)) {
+        Ok(()) => send_link(app, provider, cfg, email, token, who.to_string()),
+        Err(why) => {
+            tracing::info!(provider, email_hash = who, client_ip = %client.client_ip, "e-mail sign-in: {why} refuse this address; no mail sent")
+        }
     }
     Ok(go(&parts.headers, &verify_request(app, provider)))
 }
@@ -201,20 +203,6 @@ async fn over_limit(
         (_, true) => Some("ip"),
         _ => None,
     })
-}
-
-/// An IPv4 address, or the /64 an IPv6 address is in (one host's share).
-fn ip_bucket(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
 }
 
 fn verify_request(app: &App, provider: &str) -> SafeRedirect {

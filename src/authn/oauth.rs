@@ -318,11 +318,19 @@ pub(super) async fn backchannel_logout(
         }
     };
     let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
-    let ended = if sub.is_empty() {
-        0
-    } else {
-        db.destroy_subject(id, sub).await?
-    };
+    if sub.is_empty() {
+        // Sessions are indexed by subject only: a `sid`-only token would
+        // end nothing, and a 200 would tell the provider it did.
+        tracing::info!(
+            provider = id,
+            "back-channel logout token without sub refused"
+        );
+        return Ok(web::json(
+            http::StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "invalid_request", "error_description": "logout tokens without sub are not supported"}),
+        ));
+    }
+    let ended = db.destroy_subject(id, sub).await?;
     tracing::info!(provider = id, sessions = ended, "back-channel logout");
     let mut r = Response::new(web::empty());
     r.headers_mut().insert(

@@ -196,19 +196,24 @@ impl std::fmt::Debug for Regulator {
     }
 }
 
-/// The key of an address: IPv4 (also IPv4-mapped) as is, IPv6 by its /64,
-/// the block one subscriber usually holds.
-fn ip_key(ip: IpAddr) -> String {
+/// A client address as counters see it: IPv4 (also IPv4-mapped) as is,
+/// IPv6 by its /64, the block one subscriber usually holds. Bans and the
+/// e-mail rate limits count by it alike.
+pub(crate) fn ip_bucket(ip: IpAddr) -> String {
     match ip {
-        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => format!("ip:{v4}"),
+            Some(v4) => v4.to_string(),
             None => {
                 let s = v6.segments();
-                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
         },
     }
+}
+
+fn ip_key(ip: IpAddr) -> String {
+    format!("ip:{}", ip_bucket(ip))
 }
 
 /// The key of a user: the normalised e-mail, bounded.

@@ -68,11 +68,13 @@ async fn check(
             .map(|o| o.method.as_str())
             .unwrap_or("GET"),
     };
-    let (decision, cur) = decide(app, req.headers(), client, &target).await?;
-    let decision = if original.as_ref().is_some_and(|o| is_own_page(app, &o.url)) {
-        Decision::Public
+    // Portcullis's own pages pass whoever asks: only the cookie session is
+    // read (it slides); no bearer token or route policy is consulted.
+    let (decision, cur) = if original.as_ref().is_some_and(|o| is_own_page(app, &o.url)) {
+        let cur = crate::authn::current::current(app, req.headers(), client).await?;
+        (Decision::Public, cur)
     } else {
-        decision
+        decide(app, req.headers(), client, &target).await?
     };
     Ok(Checked {
         decision,

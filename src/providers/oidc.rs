@@ -231,7 +231,8 @@ pub fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Va
 fn email_unverified(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Bool(b)) => !b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("false"),
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("false") || s == "0",
+        Some(Value::Number(n)) => n.as_u64() == Some(0),
         _ => false,
     }
 }
@@ -435,13 +436,15 @@ impl OidcProvider {
             expires_at: v
                 .get("expires_in")
                 .and_then(Value::as_u64)
-                .map(|e| self.clock.now() + e),
+                .map(|e| self.clock.now().saturating_add(e)),
             // Refresh a minute early, or a quarter of the lifetime for
             // short-lived tokens (never on every request).
-            refresh_at: v
-                .get("expires_in")
-                .and_then(Value::as_u64)
-                .map(|e| self.clock.now() + e - (e / 4).min(60)),
+            refresh_at: v.get("expires_in").and_then(Value::as_u64).map(|e| {
+                self.clock
+                    .now()
+                    .saturating_add(e)
+                    .saturating_sub((e / 4).min(60))
+            }),
         })
     }
 
@@ -642,7 +645,8 @@ impl OidcProvider {
                     .join(", ")
             ))
         })?;
-        if union_of(&c.groups, &claims).is_empty()
+        let groups = union_of(&c.groups, &claims);
+        if groups.is_empty()
             && claims
                 .get("_claim_names")
                 .and_then(|n| n.get("groups"))
@@ -658,7 +662,7 @@ impl OidcProvider {
             email,
             image: first_of(&c.image, &claims),
             preferred_username: first_of(&c.preferred_username, &claims),
-            groups: union_of(&c.groups, &claims),
+            groups,
             claims,
         })
     }

@@ -87,8 +87,9 @@ impl CookieStore {
     pub fn open(&self, token: &str) -> Option<Claims> {
         let now = self.clock.now();
         let slot = self.slot(token);
+        // Constant time: the slot may hold another user's cookie.
         if let Some(hit) = slot.load().as_ref()
-            && hit.0 == token
+            && crate::crypto::ct_eq(hit.0.as_bytes(), token.as_bytes())
         {
             return hit.1.is_live(now).then(|| hit.1.clone());
         }

@@ -6,10 +6,6 @@
 //! per session and reused until near its expiry: a bounded cache keyed
 //! by a hash of everything the token says (the facts and the session).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use biscuit_auth::Biscuit;
 use biscuit_auth::builder::{date, fact, string};
 use http::HeaderValue;
@@ -18,10 +14,9 @@ use super::keys::KeyRing;
 use crate::clock::UnixTime;
 use crate::session::{Session, Via};
 
-/// Entries kept at most; past it, expired ones go, then everything.
+/// Slots of the cache (one live session each, at most).
 const CAPACITY: usize = 10_000;
 
-#[derive(Clone)]
 struct Entry {
     value: HeaderValue,
     /// Reused until then (a fifth of the lifetime before its expiry).
@@ -30,13 +25,13 @@ struct Entry {
 
 /// Minted identity tokens, by the hash of their content.
 pub struct IdentityCache {
-    entries: ArcSwap<HashMap<[u8; 32], Entry>>,
+    entries: crate::slots::Slots<Entry>,
 }
 
 impl Default for IdentityCache {
     fn default() -> Self {
         IdentityCache {
-            entries: ArcSwap::from_pointee(HashMap::new()),
+            entries: crate::slots::Slots::new(CAPACITY),
         }
     }
 }
@@ -113,12 +108,17 @@ impl IdentityCache {
     /// fresh, else a new one. `None` if minting failed (logged).
     pub fn get(&self, ring: &KeyRing, s: &Session, now: UnixTime, ttl: u64) -> Option<HeaderValue> {
         let key = content_key(s);
-        if let Some(e) = self.entries.load().get(&key)
-            && now < e.renew_at
+        if let Some(e) = self.entries.get(&key)
+            && now < e.1.renew_at
         {
-            return Some(e.value.clone());
+            return Some(e.1.value.clone());
         }
-        let exp = now.saturating_add(ttl);
+        // Never past the session's own end (a bearer JWT's `exp`).
+        let session_end = s.claims.exp;
+        let exp = match now.saturating_add(ttl) {
+            e if session_end > now => e.min(session_end),
+            e => e,
+        };
         let value = match mint(ring, s, exp).and_then(|t| t.to_base64()) {
             Ok(t) => HeaderValue::from_str(&t).ok()?,
             Err(e) => {
@@ -128,21 +128,13 @@ impl IdentityCache {
         };
         let entry = Entry {
             value: value.clone(),
-            renew_at: exp.saturating_sub(ttl / 5),
+            renew_at: if exp < now.saturating_add(ttl) {
+                exp
+            } else {
+                exp.saturating_sub(ttl / 5)
+            },
         };
-        // Copy on write: minting is rare (once per session and lifetime),
-        // reading is every request and takes no lock.
-        self.entries.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            if m.len() >= CAPACITY {
-                m.retain(|_, e| now < e.renew_at);
-                if m.len() >= CAPACITY {
-                    m.clear();
-                }
-            }
-            m.insert(key, entry.clone());
-            Arc::new(m)
-        });
+        self.entries.put(key, entry);
         Some(value)
     }
 }

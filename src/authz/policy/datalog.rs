@@ -98,11 +98,8 @@ pub struct DatalogPolicy {
     /// Decisions remembered by a digest of the request's facts, for a
     /// policy that reads neither `time` nor `client_ip` (its outcome is a
     /// function of the facts the digest covers). `None` otherwise.
-    decisions: Option<std::sync::Arc<[Remembered]>>,
+    decisions: Option<std::sync::Arc<crate::slots::Slots<Outcome>>>,
 }
-
-/// One slot of the decision table: (digest of the facts, the outcome).
-type Remembered = arc_swap::ArcSwapOption<([u8; 32], Outcome)>;
 
 /// Slots of a policy's decision table.
 const DECISIONS: usize = 4096;
@@ -316,11 +313,7 @@ impl DatalogPolicy {
         let varies = ["time", "client_ip"]
             .iter()
             .any(|n| fact(n).is_some_and(|i| reads[i]));
-        let decisions = (!varies).then(|| {
-            (0..DECISIONS)
-                .map(|_| arc_swap::ArcSwapOption::empty())
-                .collect()
-        });
+        let decisions = (!varies).then(|| std::sync::Arc::new(crate::slots::Slots::new(DECISIONS)));
         Ok(DatalogPolicy {
             decisions,
             symbols,
@@ -349,16 +342,13 @@ impl DatalogPolicy {
             return self.run(facts);
         };
         let key = facts_digest(facts);
-        let slot = &table[(usize::from(key[0]) << 8 | usize::from(key[1])) % DECISIONS];
-        if let Some(hit) = slot.load().as_ref()
-            && hit.0 == key
-        {
+        if let Some(hit) = table.get(&key) {
             return hit.1.clone();
         }
         let outcome = self.run(facts);
         // Errors (limits hit) are not remembered: the next request runs again.
         if !matches!(outcome, Outcome::Error(_)) {
-            slot.store(Some(std::sync::Arc::new((key, outcome.clone()))));
+            table.put(key, outcome.clone());
         }
         outcome
     }
