@@ -207,6 +207,12 @@ async fn back_channel_logout_ends_the_subjects_sessions() {
         idp.logout_token("user-1", false, |c| c["events"] = serde_json::json!({})),
         idp.logout_token("user-1", false, |c| c["aud"] = "other".into()),
         idp.logout_token("user-1", false, |c| c["exp"] = 1_000_000_000.into()),
+        // A sid-only token would end nothing (sessions are indexed by sub):
+        // refused rather than answered 200.
+        idp.logout_token("user-1", false, |c| {
+            c.as_object_mut().unwrap().remove("sub");
+            c["sid"] = "s-1".into();
+        }),
     ];
     for t in forged {
         let r = idp_client.post_form(&url, &[("logout_token", &t)]).await;

@@ -750,3 +750,25 @@ async fn email_link_guessing_is_banned_by_regulation() {
     ask_link(&mut Browser::new(), &pc, "bob@other.org", "/").await;
     assert_eq!(smtp.wait_mails(2).await.len(), 2);
 }
+
+/// The sign-in policy is applied before a mail goes out: an address the
+/// `sign_in` rules refuse gets the same answer and no mail.
+#[tokio::test]
+async fn email_form_sends_nothing_to_addresses_the_sign_in_rules_refuse() {
+    let (_redis, smtp, pc) = email_site(
+        Mode::StartTls,
+        "",
+        Conf::default().extra(
+            "sign_in:\n  default: deny\n  rules:\n    - effect: allow\n      domains: [example.com]\n",
+        ),
+    )
+    .await;
+    let refused = ask_link(&mut Browser::new(), &pc, "bob@other.org", "/").await;
+    let allowed = ask_link(&mut Browser::new(), &pc, "alice@example.com", "/").await;
+    assert_eq!(refused.status, allowed.status);
+    assert_eq!(refused.location(), allowed.location());
+    assert_eq!(smtp.wait_mails(1).await.len(), 1, "{}", pc.logs());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recipients(&smtp), vec!["alice@example.com".to_string()]);
+    assert!(pc.log_shows("the sign-in policy").await, "{}", pc.logs());
+}

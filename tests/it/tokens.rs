@@ -632,3 +632,26 @@ async fn bad_token_config_is_refused_with_the_key_and_the_fix() {
         assert!(err.contains(key), "{key} not named:\n{err}");
     }
 }
+
+/// A valid API token beside a second `Authorization` header is refused:
+/// which of the two the app would read is unknowable.
+#[tokio::test]
+async fn an_api_token_beside_a_second_authorization_header_is_refused() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url()).extra(API)).await;
+    let token = mint(&config_of(&pc), &["--ttl", "30d"]);
+    let bearer = format!("Bearer {token}");
+    let r = Browser::api()
+        .get_with(
+            &pc.url("/deploy"),
+            &[("authorization", &bearer), ("authorization", "Basic YTpi")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", pc.logs());
+    assert_eq!(up.count(), 0, "the upstream was reached");
+    // Alone, the same token passes.
+    assert_eq!(
+        bearer_get(&pc, "/deploy", &token).await.status,
+        StatusCode::OK
+    );
+}
