@@ -390,16 +390,6 @@ pub fn demo(env: &(impl EnvSource + ?Sized)) -> Result<Config, ConfigError> {
 }
 
 /// A URL with its password (if any) replaced.
-fn redact_url(u: &str) -> String {
-    match url::Url::parse(u) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("redacted"));
-            url.to_string()
-        }
-        _ => u.to_string(),
-    }
-}
-
 /// The effective config as `portcullis check` prints it: every key with
 /// its value in force, secrets replaced by their count.
 pub fn effective(c: &Config) -> String {
@@ -434,12 +424,15 @@ pub fn effective(c: &Config) -> String {
         "session": { "strategy": match c.session.strategy { SessionStrategy::Jwt => "jwt", SessionStrategy::Database => "database" },
                      "max_age": secs(c.session.max_age), "update_age": secs(c.session.update_age) },
         "store": c.store.as_ref().map(|s| json!({
-            "redis_url": match &s.redis {
-                crate::store::RedisTarget::Standalone(u) => redact_url(u),
-                crate::store::RedisTarget::Sentinel { sentinels, master, .. } => format!("redis+sentinel://{}/{master}", sentinels.join(",")),
-                crate::store::RedisTarget::Cluster { nodes, .. } => format!("redis+cluster://{}", nodes.join(",")),
+            "url": match &s.backend {
+                crate::store::Backend::Redis(crate::store::RedisTarget::Standalone(u)) => crate::store::redact_url(u),
+                crate::store::Backend::Redis(crate::store::RedisTarget::Sentinel { sentinels, master, .. }) => format!("redis+sentinel://{}/{master}", sentinels.join(",")),
+                crate::store::Backend::Redis(crate::store::RedisTarget::Cluster { nodes, .. }) => format!("redis+cluster://{}", nodes.join(",")),
+                crate::store::Backend::Sql(t) => crate::store::redact_url(&t.url),
             },
             "key_prefix": s.key_prefix, "timeout": secs(s.timeout), "ca_file": s.ca_file.as_ref().map(|p| p.display().to_string()),
+            "max_connections": s.max_connections, "auto_migrate": s.auto_migrate,
+            "sweep_interval": secs(s.sweep_interval), "sweep_batch": s.sweep_batch,
         })),
         "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains,
                      "flow_max_age": secs(c.cookies.flow_max_age), "max_flows": c.cookies.max_flows },

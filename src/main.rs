@@ -42,6 +42,11 @@ enum Cmd {
     HashPassword,
     /// Print a new random secret for `secrets:`.
     GenSecret,
+    /// Create or upgrade the SQL store's schema (a no-op when up to date).
+    Migrate {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+    },
     /// Inspect or end users' sessions (`database` strategy).
     Sessions {
         #[command(subcommand)]
@@ -168,6 +173,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Sessions { cmd } => sessions(cmd),
+        Cmd::Migrate { config } => migrate(&config),
         Cmd::Policy { cmd } => policy(cmd),
         Cmd::Token { cmd } => token_cli::run(cmd),
     }
@@ -235,6 +241,9 @@ fn sessions(cmd: SessionsCmd) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let app = App::new(cfg, Clock::System, None)?;
+        if let Some(store) = &app.store {
+            store.prepare().await.map_err(anyhow::Error::msg)?;
+        }
         let db = app
             .sessions
             .database()
@@ -251,6 +260,40 @@ fn sessions(cmd: SessionsCmd) -> anyhow::Result<()> {
             SessionsCmd::Revoke { .. } => {
                 let n = db.destroy_user(Some(&email), &email).await?;
                 eprintln!("ended {n} session(s) of {email}");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn migrate(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg =
+        config::load(path, &ProcessEnv).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let Some(store_cfg) = &cfg.store else {
+        anyhow::bail!(
+            "no store is configured: set store.url (or session.strategy: database for the embedded SQLite)"
+        );
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = portcullis::store::Store::new(store_cfg).map_err(anyhow::Error::msg)?;
+        let portcullis::store::Store::Sql(sql) = store else {
+            println!("the store is Redis: it has no schema to migrate");
+            return Ok(());
+        };
+        let applied = sql.migrate().await?;
+        let kind = sql.kind().as_str();
+        if applied.is_empty() {
+            println!(
+                "{kind} schema up to date at version {}",
+                portcullis::store::sql::schema::LATEST
+            );
+        } else {
+            for v in &applied {
+                println!("{kind} schema: applied version {v}");
             }
         }
         Ok(())
@@ -344,6 +387,19 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let demo = cfg.demo.clone();
     let public = cfg.public_url.clone();
     let app = Arc::new(App::new(cfg, Clock::System, upstream_override.clone())?);
+    if let Some(portcullis::store::Store::Sql(sql)) = &app.store {
+        use portcullis::store::sql::SchemaError;
+        match sql.prepare().await {
+            Ok(()) => {}
+            Err(e @ (SchemaError::Newer { .. } | SchemaError::Older { .. })) => {
+                anyhow::bail!("store: {e}")
+            }
+            Err(SchemaError::Store(e)) => tracing::warn!(
+                error = %e,
+                "the store is unavailable at start: answering 503 until it returns"
+            ),
+        }
+    }
     app.start_background();
     app.spawn_session_count();
     let apps: server::Apps = Arc::new(arc_swap::ArcSwap::new(app.clone()));

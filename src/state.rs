@@ -28,7 +28,7 @@ pub struct App {
     pub sessions: SessionStore,
     /// The configured store (shared with `database` sessions): users,
     /// accounts, verification tokens and shared counters live here.
-    pub store: Option<Arc<crate::store::redis::Redis>>,
+    pub store: Option<crate::store::Store>,
     /// Users and linked accounts (with `database` sessions).
     pub users: Option<crate::users::Users>,
     pub csrf: Csrf,
@@ -87,16 +87,14 @@ impl App {
             )
         };
         let store = match &config.store {
-            Some(cfg) => Some(Arc::new(
-                crate::store::redis::Redis::new(cfg).map_err(BuildError::Store)?,
-            )),
+            Some(cfg) => Some(crate::store::Store::new(cfg).map_err(BuildError::Store)?),
             None => None,
         };
         let sessions = match (config.session.strategy, &config.store, &store) {
-            (crate::config::SessionStrategy::Database, Some(store), Some(redis)) => {
+            (crate::config::SessionStrategy::Database, Some(cfg), Some(store)) => {
                 SessionStore::Database(crate::session::database::DatabaseStore::new(
-                    redis.clone(),
-                    &store.key_prefix,
+                    store.clone(),
+                    &cfg.key_prefix,
                     &config.secrets,
                     &names,
                     &config.session,
@@ -106,8 +104,8 @@ impl App {
             _ => SessionStore::Jwt(jwt()),
         };
         let users = match (&sessions, &store, &config.store) {
-            (SessionStore::Database(_), Some(redis), Some(cfg)) => Some(crate::users::Users::new(
-                redis.clone(),
+            (SessionStore::Database(_), Some(store), Some(cfg)) => Some(crate::users::Users::new(
+                store.clone(),
                 &cfg.key_prefix,
                 &config.secrets,
                 clock.clone(),
@@ -229,7 +227,7 @@ impl App {
             p.spawn_discovery(std::time::Duration::from_secs(3600));
         }
         if let Some(store) = &self.store {
-            store.spawn_health();
+            store.spawn_background();
         }
     }
 
@@ -260,7 +258,7 @@ impl App {
     pub fn render_metrics(&self) -> String {
         let mut deps: Vec<(String, &crate::metrics::Dependency)> = Vec::new();
         if let Some(store) = &self.store {
-            deps.push(("redis".into(), &store.stats));
+            deps.push((store.kind().into(), store.stats()));
         }
         for (id, p) in &self.oidc {
             deps.push((format!("idp_{}", id.replace('-', "_")), p.stats()));

@@ -104,9 +104,11 @@ fn revoke(path: &std::path::Path, token: &str) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let store = match &cfg.store {
-            Some(s) => Some(std::sync::Arc::new(
-                portcullis::store::redis::Redis::new(s).map_err(anyhow::Error::msg)?,
-            )),
+            Some(s) => {
+                let store = portcullis::store::Store::new(s).map_err(anyhow::Error::msg)?;
+                store.prepare().await.map_err(anyhow::Error::msg)?;
+                Some(store)
+            }
             None => None,
         };
         let tokens = portcullis::tokens::Tokens::new(&cfg, store.as_ref(), Clock::System);

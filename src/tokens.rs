@@ -12,7 +12,6 @@ pub mod revocation;
 pub mod settings;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -92,17 +91,13 @@ pub enum Rejected {
 }
 
 impl Tokens {
-    pub fn new(
-        config: &Config,
-        store: Option<&Arc<crate::store::redis::Redis>>,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(config: &Config, store: Option<&crate::store::Store>, clock: Clock) -> Self {
         let cfg = config.tokens.clone();
         let ring = KeyRing::new(&cfg.keys, &config.secrets);
         let revocation = match (store, &config.store, &cfg.revocation_file) {
-            (Some(redis), Some(s), _) => Revocation::Redis {
-                redis: redis.clone(),
-                key: revocation::redis_key(&s.key_prefix),
+            (Some(store), Some(s), _) => Revocation::Store {
+                store: store.clone(),
+                key: revocation::store_key(&s.key_prefix),
             },
             (_, _, Some(path)) => Revocation::File(revocation::FileList::new(path.clone())),
             _ => Revocation::None,

@@ -9,21 +9,22 @@
 //! with `allow_dangerous_email_account_linking`. A signed-in user links
 //! another account explicitly by signing in with it.
 //!
-//! The indexes (account → user, e-mail → user) change in one Lua script,
-//! so parallel first sign-ins create one user, never two. Keys carry the
-//! `{users}` hash tag: in a cluster they share a slot, which the script
-//! needs. Records are sealed like sessions; index keys hold hashes, never
-//! an e-mail address or account id in the clear.
-
-use std::sync::Arc;
+//! In Redis the indexes (account → user, e-mail → user) change in one Lua
+//! script, so parallel first sign-ins create one user, never two. Keys
+//! carry the `{users}` hash tag: in a cluster they share a slot, which the
+//! script needs. Records are sealed like sessions; index keys hold hashes,
+//! never an e-mail address or account id in the clear.
+//!
+//! In SQL the same rules run in one transaction over the `users` and
+//! `accounts` tables (Auth.js's adapter schema), whose unique keys
+//! (account, e-mail) make a parallel duplicate fail and start over.
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, UnixTime};
 use crate::crypto::jwe::JweKeys;
 use crate::crypto::{Secret, random_token, sha256_hex};
-use crate::store::StoreError;
-use crate::store::redis::Redis;
+use crate::store::{Store, StoreError};
 
 /// Account → user, e-mail → user, atomically (see the module docs).
 /// KEYS: account index, e-mail index (or the account index again when
@@ -95,6 +96,8 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Profile<'a> {
     pub provider: &'a str,
+    /// Auth.js's account `type`: `oidc`, `oauth` or `email`.
+    pub provider_type: &'a str,
     pub account_id: &'a str,
     pub name: Option<&'a str>,
     pub email: Option<&'a str>,
@@ -104,16 +107,16 @@ pub struct Profile<'a> {
 }
 
 pub struct Users {
-    redis: Arc<Redis>,
+    store: Store,
     prefix: String,
     keys: JweKeys,
     clock: Clock,
 }
 
 impl Users {
-    pub fn new(redis: Arc<Redis>, prefix: &str, secrets: &[Secret], clock: Clock) -> Self {
+    pub fn new(store: Store, prefix: &str, secrets: &[Secret], clock: Clock) -> Self {
         Users {
-            redis,
+            store,
             prefix: prefix.to_string(),
             keys: JweKeys::derive(secrets, "portcullis.store.user"),
             clock,
@@ -136,10 +139,11 @@ impl Users {
 
     /// The user with this id, if any.
     pub async fn get(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let sealed: Option<String> = self
-            .redis
-            .cmd(redis::cmd("GET").arg(self.user_key(id)))
-            .await?;
+        let redis = match &self.store {
+            Store::Sql(s) => return s.user_get(id).await,
+            Store::Redis(r) => r,
+        };
+        let sealed: Option<String> = redis.cmd(redis::cmd("GET").arg(self.user_key(id))).await?;
         let Some(sealed) = sealed else {
             return Ok(None);
         };
@@ -152,11 +156,11 @@ impl Users {
         Ok((user.id == id).then_some(user))
     }
 
-    async fn put(&self, user: &User) -> Result<(), StoreError> {
+    async fn put(&self, redis: &crate::store::redis::Redis, user: &User) -> Result<(), StoreError> {
         let sealed = self
             .keys
             .seal(&serde_json::to_vec(user).unwrap_or_default());
-        self.redis
+        redis
             .cmd::<()>(redis::cmd("SET").arg(self.user_key(&user.id)).arg(sealed))
             .await
     }
@@ -169,15 +173,22 @@ impl Users {
         signed_in: Option<&str>,
     ) -> Result<Outcome, StoreError> {
         let email = p.email.map(|e| e.trim().to_ascii_lowercase());
+        let new_id = random_token(16);
+        let redis = match &self.store {
+            Store::Sql(s) => {
+                return s
+                    .sign_in(p, email.as_deref(), signed_in, &new_id, self.clock.now())
+                    .await;
+            }
+            Store::Redis(r) => r,
+        };
         let account_key = self.account_key(p.provider, p.account_id);
         let email_key = email
             .as_deref()
             .map(|e| self.email_key(e))
             .unwrap_or_else(|| account_key.clone());
-        let new_id = random_token(16);
         let script = resolve_script();
-        let (what, id): (String, String) = self
-            .redis
+        let (what, id): (String, String) = redis
             .script(
                 script,
                 &[&account_key, &email_key],
@@ -221,7 +232,7 @@ impl Users {
             user.accounts.push(account);
         }
         if fresh || what == "created" {
-            self.put(&user).await?;
+            self.put(redis, &user).await?;
         }
         Ok(match what.as_str() {
             "linked" if signed_in.is_some() => Outcome::Linked(user),

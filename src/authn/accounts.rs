@@ -29,7 +29,9 @@ pub(super) async fn resolve(
         return Ok(Resolved::SignIn);
     };
     let provider = claims.provider.clone().unwrap_or_default();
-    let allow_email_linking = match app.config.providers.iter().find(|p| p.id == provider) {
+    let config = app.config.providers.iter().find(|p| p.id == provider);
+    let provider_type = config.map(|p| p.type_name()).unwrap_or("oauth");
+    let allow_email_linking = match config {
         // Auth.js keeps credentials sign-ins out of the adapter.
         None
         | Some(crate::providers::ProviderConfig {
@@ -52,6 +54,7 @@ pub(super) async fn resolve(
     let signed_in = current.session.as_ref().and_then(|s| s.claims.uid.clone());
     let profile = Profile {
         provider: &provider,
+        provider_type,
         account_id: &account_id,
         name: claims.name.as_deref(),
         email: claims.email.as_deref(),

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
-use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use super::form::query_param;
@@ -30,7 +29,7 @@ use crate::http::{Body, Error, ErrorCode};
 use crate::providers::email::{self, EmailConfig, Token, normalize_address, token_hash};
 use crate::session::Claims;
 use crate::state::App;
-use crate::store::redis::Redis;
+use crate::store::Store;
 
 /// What the store keeps under a token's hash: where to go after sign-in
 /// and when the link expires. Neither the token nor the address.
@@ -51,7 +50,7 @@ pub(crate) fn claims_for(email: &str, provider: &str) -> Claims {
     }
 }
 
-fn store(app: &App) -> Result<(&Arc<Redis>, &str), Error> {
+fn store(app: &App) -> Result<(&Store, &str), Error> {
     match (&app.store, &app.config.store) {
         (Some(r), Some(cfg)) => Ok((r, cfg.key_prefix.as_str())),
         // Validation requires a store for email providers.
@@ -84,10 +83,10 @@ pub(super) async fn start(
             return Err(Error::BadRequest(why.message()));
         }
     };
-    let (redis, prefix) = store(app)?;
+    let (store, prefix) = store(app)?;
     let who = sha256_hex(email.as_bytes());
     let who = &who[..16];
-    if let Some(limit) = over_limit(redis, prefix, cfg, who, client.client_ip).await? {
+    if let Some(limit) = over_limit(store, prefix, cfg, who, client.client_ip).await? {
         tracing::warn!(
             provider,
             limit,
@@ -113,16 +112,25 @@ pub(super) async fn start(
         exp,
     })
     .map_err(|e| Error::Internal(e.to_string()))?;
-    let key = format!("{prefix}vt:{}", token_hash(&email, token.expose()));
-    redis
-        .cmd::<()>(
-            redis::cmd("SET")
-                .arg(&key)
-                .arg(pending)
-                .arg("EX")
-                .arg(cfg.max_age.as_secs().max(1)),
-        )
-        .await?;
+    let hash = token_hash(&email, token.expose());
+    match store {
+        Store::Redis(r) => {
+            r.cmd::<()>(
+                redis::cmd("SET")
+                    .arg(format!("{prefix}vt:{hash}"))
+                    .arg(pending)
+                    .arg("EX")
+                    .arg(cfg.max_age.as_secs().max(1)),
+            )
+            .await?
+        }
+        // Auth.js's `verification_tokens`: the identifier is the
+        // address's hash, the token a keyed hash of the mailed one.
+        Store::Sql(s) => {
+            s.token_put(&sha256_hex(email.as_bytes()), &hash, &pending, exp)
+                .await?
+        }
+    }
     // The same rules as at the link's use: no mail to whom they refuse.
     match super::may_sign_in(app, &mut claims_for(&email, provider)) {
         Ok(()) => send_link(app, provider, cfg, email, token, who.to_string()),
@@ -168,31 +176,18 @@ fn send_link(
 /// Counts one request against the address's and the client's windows;
 /// the name of a limit it goes over, if any.
 async fn over_limit(
-    redis: &Redis,
+    store: &Store,
     prefix: &str,
     cfg: &EmailConfig,
     who: &str,
     ip: IpAddr,
 ) -> Result<Option<&'static str>, Error> {
-    // INCR, and start the window with the first request (atomic).
-    static COUNT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-        Script::new(
-            "local n = redis.call('INCR', KEYS[1]) \
-             if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
-             return n",
-        )
-    });
     let rl = &cfg.rate_limit;
-    let window = rl.window.as_millis().to_string();
-    let count = |key: String, limit: u64| {
-        let window = window.clone();
-        async move {
-            if limit == 0 {
-                return Ok::<bool, Error>(false);
-            }
-            let n: u64 = redis.script(&COUNT, &[&key], &[&window]).await?;
-            Ok(n > limit)
+    let count = |key: String, limit: u64| async move {
+        if limit == 0 {
+            return Ok::<bool, Error>(false);
         }
+        Ok(store.incr_window(&key, rl.window).await? > limit)
     };
     let (by_email, by_ip) = tokio::join!(
         count(format!("{prefix}rl:e:{who}"), rl.per_email),
@@ -240,10 +235,17 @@ pub(super) async fn callback(
             &error_target(app, ErrorCode::Verification, &home),
         ));
     }
-    let (redis, prefix) = store(app)?;
-    let key = format!("{prefix}vt:{}", token_hash(&email, &token));
-    // GETDEL: of two uses of one link, exactly one finds it (Redis ≥ 6.2).
-    let stored: Option<String> = redis.cmd(redis::cmd("GETDEL").arg(&key)).await?;
+    let (store, prefix) = store(app)?;
+    let hash = token_hash(&email, &token);
+    // Of two uses of one link, exactly one finds it (GETDEL, Redis ≥ 6.2;
+    // SQL: the DELETE that removed the row).
+    let stored: Option<String> = match store {
+        Store::Redis(r) => {
+            r.cmd(redis::cmd("GETDEL").arg(format!("{prefix}vt:{hash}")))
+                .await?
+        }
+        Store::Sql(s) => s.token_take(&hash, app.clock.now()).await?,
+    };
     let Some(pending) = stored.and_then(|s| serde_json::from_str::<Pending>(&s).ok()) else {
         app.regulation
             .record_failure(&email, client.client_ip)

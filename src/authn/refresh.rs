@@ -1,7 +1,7 @@
 //! Access-token refresh (RFC 6749 §6), single-flight: concurrent requests
 //! of one session trigger one refresh, in this process (a lock per
-//! session) and across replicas (a short Redis lock; the others wait for
-//! the new record). A rotated refresh token is never lost: every waiter
+//! session) and across replicas (a short lock in the store; the others
+//! wait for the new record). A rotated refresh token is never lost: every waiter
 //! adopts the winner's tokens. A refresh the provider refuses ends the
 //! session (sign in again), it does not loop.
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use crate::config::AccessTokenHeader;
-use crate::crypto::{random_token, sha256_hex};
+use crate::crypto::sha256_hex;
 use crate::providers::oidc::{OidcError, TokenSet};
 use crate::session::{Claims, Session};
 use crate::state::App;
@@ -20,7 +20,7 @@ use crate::state::App;
 /// Refresh this long before the access token expires (when the session
 /// has no `refresh_at`, e.g. a cookie Auth.js made).
 const LEEWAY: u64 = 60;
-/// How long a Redis refresh lock lives (longer than any IdP call).
+/// How long a store refresh lock lives (longer than any IdP call).
 const LOCK_MS: u64 = 15_000;
 
 pub enum Outcome {
@@ -119,25 +119,12 @@ pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
         return Outcome::Adopted;
     }
 
-    // Across replicas: one Redis lock per session; the others wait for the
-    // record to change.
-    let mut redis_lock = None;
+    // Across replicas: one lock per session in the store; the others wait
+    // for the record to change.
+    let mut store_lock = None;
     if let Some(db) = app.sessions.database() {
-        let token = random_token(16);
-        let lock_key = db.lock_key(&key);
-        match db
-            .redis()
-            .cmd::<Option<String>>(
-                redis::cmd("SET")
-                    .arg(&lock_key)
-                    .arg(&token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(LOCK_MS),
-            )
-            .await
-        {
-            Ok(Some(_)) => redis_lock = Some((lock_key, token)),
+        match db.lock(&key, LOCK_MS).await {
+            Ok(Some(held)) => store_lock = Some(held),
             Ok(None) => {
                 for _ in 0..100 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -182,7 +169,7 @@ pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
             Outcome::Ended
         }
     };
-    if let (Some(db), Some((lock_key, token))) = (app.sessions.database(), redis_lock) {
+    if let (Some(db), Some((lock_key, token))) = (app.sessions.database(), store_lock) {
         // Save before releasing, so waiters see the new record.
         if matches!(outcome, Outcome::Refreshed)
             && let Err(e) = db.save(session).await

@@ -29,8 +29,8 @@ use redis::Script;
 use tokio::sync::Mutex;
 
 use crate::clock::{Clock, UnixTime, rfc3339};
+use crate::store::Store;
 use crate::store::StoreError;
-use crate::store::redis::Redis;
 
 /// The `regulation:` config block, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl Table {
 
 enum Backend {
     Memory(Arc<Mutex<Table>>),
-    Redis { redis: Arc<Redis>, prefix: String },
+    Store { store: Store, prefix: String },
 }
 
 /// INCR the failure counter (its expiry set with the first failure), and
@@ -234,9 +234,9 @@ fn user_key(user: &str) -> Option<String> {
 
 impl Regulator {
     /// Counters in `redis` (keys under `prefix`) when given, else in process.
-    pub fn new(cfg: RegulationConfig, redis: Option<(Arc<Redis>, String)>, clock: Clock) -> Self {
-        let backend = match redis {
-            Some((redis, prefix)) => Backend::Redis { redis, prefix },
+    pub fn new(cfg: RegulationConfig, store: Option<(Store, String)>, clock: Clock) -> Self {
+        let backend = match store {
+            Some((store, prefix)) => Backend::Store { store, prefix },
             None => Backend::Memory(Arc::new(Mutex::new(Table::default()))),
         };
         Regulator {
@@ -299,10 +299,13 @@ impl Regulator {
                     }
                 }
             }
-            Backend::Redis { redis, prefix } => {
+            Backend::Store { store, prefix } => {
                 let asks = subjects.iter().map(|(subject, key, _)| async move {
                     let ban = Self::redis_keys(prefix, key).1;
-                    let ms: i64 = redis.cmd(redis::cmd("PTTL").arg(&ban)).await?;
+                    let ms: i64 = match store {
+                        Store::Redis(r) => r.cmd(redis::cmd("PTTL").arg(&ban)).await?,
+                        Store::Sql(s) => s.ttl_ms(&ban).await?.unwrap_or(-2),
+                    };
                     Ok::<_, StoreError>((*subject, ms))
                 });
                 for (subject, ms) in futures_join(asks).await? {
@@ -343,17 +346,40 @@ impl Regulator {
                     }
                 }
             }
-            Backend::Redis { redis, prefix } => {
+            Backend::Store { store, prefix } => {
                 let find_ms = self.cfg.find_time.as_millis().to_string();
                 let ban_ms = self.cfg.ban_time.as_millis().to_string();
                 let runs = subjects.iter().map(|(subject, key, max)| {
                     let (n, ban) = Self::redis_keys(prefix, key);
-                    let (max, find_ms, ban_ms) = (max.to_string(), &find_ms, &ban_ms);
+                    let (find_ms, ban_ms) = (&find_ms, &ban_ms);
                     async move {
-                        let r: Vec<i64> = redis
-                            .script(&self.script, &[&n, &ban], &[&max, find_ms, ban_ms])
-                            .await?;
-                        Ok::<_, StoreError>((*subject, r.get(1).copied().unwrap_or(0)))
+                        let ms = match store {
+                            Store::Redis(r) => {
+                                let r: Vec<i64> = r
+                                    .script(
+                                        &self.script,
+                                        &[&n, &ban],
+                                        &[&max.to_string(), find_ms, ban_ms],
+                                    )
+                                    .await?;
+                                r.get(1).copied().unwrap_or(0)
+                            }
+                            // The same steps, one statement each: a race
+                            // at the threshold sets the same ban twice.
+                            Store::Sql(s) => {
+                                let count = store.incr_window(&n, self.cfg.find_time).await?;
+                                if count >= u64::from(*max) {
+                                    let ms = i64::try_from(self.cfg.ban_time.as_millis())
+                                        .unwrap_or(i64::MAX);
+                                    s.kv_set(&ban, None, count as i64, ms).await?;
+                                    s.kv_del(&n).await?;
+                                    ms
+                                } else {
+                                    0
+                                }
+                            }
+                        };
+                        Ok::<_, StoreError>((*subject, ms))
                     }
                 });
                 for (subject, ms) in futures_join(runs).await? {
@@ -387,9 +413,14 @@ impl Regulator {
         };
         match &self.backend {
             Backend::Memory(t) => t.lock().await.reset(&key, self.clock.now()),
-            Backend::Redis { redis, prefix } => {
+            Backend::Store { store, prefix } => {
                 let n = Self::redis_keys(prefix, &key).0;
-                redis.cmd::<i64>(redis::cmd("DEL").arg(&n)).await?;
+                match store {
+                    Store::Redis(r) => {
+                        r.cmd::<i64>(redis::cmd("DEL").arg(&n)).await?;
+                    }
+                    Store::Sql(s) => s.kv_del(&n).await?,
+                }
             }
         }
         Ok(())

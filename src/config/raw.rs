@@ -201,7 +201,19 @@ pub struct RawMetrics {
 #[serde(deny_unknown_fields, default)]
 pub struct RawStore {
     #[serde(deserialize_with = "opt_text")]
+    pub url: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
     pub redis_url: Option<String>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub max_connections: Option<u64>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub auto_migrate: Option<bool>,
+    #[serde(deserialize_with = "opt_text")]
+    pub sweep_interval: Option<String>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub sweep_batch: Option<u64>,
+    #[serde(deserialize_with = "opt_text")]
+    pub data_dir: Option<String>,
     #[serde(deserialize_with = "opt_text")]
     pub key_prefix: Option<String>,
     #[serde(deserialize_with = "opt_text")]

@@ -382,14 +382,68 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             SessionStrategy::Jwt
         }
     };
-    let store = raw.store.redis_url.as_deref().and_then(|url| {
-        let redis = match crate::store::parse_redis_url(url) {
-            Ok(t) => t,
+    if raw.store.url.is_some() && raw.store.redis_url.is_some() {
+        c.bad(
+            "store.redis_url",
+            "both store.url and store.redis_url are set",
+            "keep one: store.url takes every kind of store",
+        );
+    }
+    let url_key = if raw.store.url.is_some() {
+        "store.url"
+    } else {
+        "store.redis_url"
+    };
+    // `database` sessions with no store: SQLite in the data directory, so
+    // a single node needs no server at all.
+    let embedded = (strategy == SessionStrategy::Database
+        && raw.store.url.is_none()
+        && raw.store.redis_url.is_none())
+    .then(|| {
+        let dir = resolve(raw.store.data_dir.as_deref().unwrap_or("data"));
+        format!("sqlite://{}", dir.join("portcullis.db").display())
+    });
+    if raw.store.data_dir.is_some() && embedded.is_none() {
+        c.bad(
+            "store.data_dir",
+            "data_dir is for the embedded SQLite store, used only when no store.url is set",
+            "remove data_dir, or put the SQLite file in the URL: sqlite:///path/portcullis.db",
+        );
+    }
+    let url = raw
+        .store
+        .url
+        .as_deref()
+        .or(raw.store.redis_url.as_deref())
+        .or(embedded.as_deref());
+    let store = url.and_then(|url| {
+        let backend = match crate::store::parse_url(url) {
+            Ok(crate::store::Backend::Sql(_)) if raw.store.redis_url.is_some() => {
+                c.bad("store.redis_url", format!("{} is not a Redis URL", crate::store::redact_url(url)), "put SQL databases in store.url");
+                return None;
+            }
+            Ok(b) => b,
             Err(e) => {
-                c.bad("store.redis_url", format!("{url:?}: {e}"), "write redis://host:6379/0, rediss://..., redis+sentinel://h1:26379,h2:26379/mymaster or redis+cluster://h1:6379,h2:6379");
+                c.bad(url_key, format!("{:?}: {e}", crate::store::redact_url(url)), "write redis://host:6379/0 (or rediss://, redis+sentinel://h1:26379,h2:26379/mymaster, redis+cluster://h1:6379,h2:6379), postgres://user@host:5432/db, mysql://user@host:3306/db (MariaDB too) or sqlite:///path/portcullis.db");
                 return None;
             }
         };
+        let is_sql = matches!(backend, crate::store::Backend::Sql(_));
+        if !is_sql && (raw.store.max_connections.is_some() || raw.store.auto_migrate.is_some() || raw.store.sweep_interval.is_some() || raw.store.sweep_batch.is_some()) {
+            c.bad("store", "max_connections, auto_migrate, sweep_interval and sweep_batch are for SQL stores", "remove them: Redis multiplexes one connection and expires keys by itself");
+        }
+        let max_connections = raw.store.max_connections.unwrap_or(10);
+        if !(1..=1000).contains(&max_connections) {
+            c.bad("store.max_connections", format!("{max_connections} is out of range"), "use 1 to 1000 (10 is the default)");
+        }
+        let sweep_batch = raw.store.sweep_batch.unwrap_or(1000);
+        if !(1..=100_000).contains(&sweep_batch) {
+            c.bad("store.sweep_batch", format!("{sweep_batch} is out of range"), "use 1 to 100000 (1000 is the default)");
+        }
+        let sweep_interval = c.duration("store.sweep_interval", raw.store.sweep_interval.as_deref(), Duration::from_secs(60));
+        if sweep_interval < Duration::from_secs(1) {
+            c.bad("store.sweep_interval", "shorter than a second", "use 1s or more (60s is the default)");
+        }
         let key_prefix = raw.store.key_prefix.clone().unwrap_or_else(|| "portcullis:".into());
         if key_prefix.contains(['{', '}', ' ']) {
             c.bad("store.key_prefix", "key_prefix may not contain braces or spaces (braces are Redis Cluster hash tags)", "use something like portcullis:");
@@ -401,15 +455,17 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         {
             c.bad("store.ca_file", format!("cannot read {}: {e}", ca.display()), "point it at a PEM file of CA certificates");
         }
-        Some(crate::store::StoreConfig { redis, key_prefix, timeout, ca_file })
+        Some(crate::store::StoreConfig {
+            backend,
+            key_prefix,
+            timeout,
+            ca_file,
+            max_connections: max_connections.clamp(1, 1000) as u32,
+            auto_migrate: raw.store.auto_migrate.unwrap_or(true),
+            sweep_interval: sweep_interval.max(Duration::from_secs(1)),
+            sweep_batch: sweep_batch.clamp(1, 100_000) as u32,
+        })
     });
-    if strategy == SessionStrategy::Database && store.is_none() && raw.store.redis_url.is_none() {
-        c.bad(
-            "session.strategy",
-            "the database strategy needs a store",
-            "set store.redis_url, like redis://127.0.0.1:6379",
-        );
-    }
     let max_age = c.duration(
         "session.max_age",
         raw.session.max_age.as_deref(),
@@ -547,7 +603,8 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     };
 
     let providers = providers(&mut c, &raw.providers, &resolve);
-    if raw.store.redis_url.is_none()
+    if store.is_none()
+        && url.is_none()
         && let Some(i) = raw
             .providers
             .iter()
@@ -556,7 +613,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         c.bad(
             &format!("providers[{i}].type"),
             "an email provider needs a store: its one-time tokens and rate-limit counters live there",
-            "set store.redis_url, like redis://127.0.0.1:6379",
+            "set store.url (redis://127.0.0.1:6379, postgres://..., sqlite:///path/portcullis.db), or session.strategy: database for the embedded SQLite store",
         );
     }
     let (regulation, sign_in) =

@@ -1,15 +1,19 @@
 //! The `database` strategy: the cookie holds only an opaque random id;
-//! the session lives in Redis, sealed (the same JWE as cookies, its own
-//! key), under the SHA-256 of the id, so a Redis dump hands out neither
-//! live cookies nor tokens. A request costs one `GET`: the cookie carries
-//! the time it was issued, so only once per `update_age` does a second
-//! command (`EXPIRE`) slide the record and a new cookie go out.
+//! the session lives in the store (Redis or SQL), sealed (the same JWE as
+//! cookies, its own key), under the SHA-256 of the id, so a dump of the
+//! store hands out neither live cookies nor tokens. A request costs one
+//! read (`GET`, or one `SELECT` by primary key): the cookie carries the
+//! time it was issued, so only once per `update_age` does a second command
+//! slide the record and a new cookie go out.
 
 use std::sync::Arc;
 
 use http::HeaderMap;
 use redis::Script;
 use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+use crate::store::sql::{NewSession, SessionIndex};
 
 use super::{Claims, Loaded, Session};
 use crate::clock::{Clock, UnixTime};
@@ -18,7 +22,6 @@ use crate::crypto::jwe::JweKeys;
 use crate::crypto::{Secret, random_token, sha256_hex};
 use crate::http::cookies::{self, CookieNames, SameSite, SetCookie};
 use crate::store::StoreError;
-use crate::store::redis::Redis;
 
 /// What a record holds (sealed).
 #[derive(Serialize, Deserialize)]
@@ -41,7 +44,7 @@ pub struct Summary {
 }
 
 pub struct DatabaseStore {
-    redis: Arc<Redis>,
+    store: Store,
     keys: JweKeys,
     prefix: String,
     cookie: String,
@@ -73,7 +76,7 @@ fn parse_cookie(v: &str) -> Option<(&str, u64)> {
 
 impl DatabaseStore {
     pub fn new(
-        redis: Arc<Redis>,
+        store: Store,
         prefix: &str,
         secrets: &[Secret],
         names: &CookieNames,
@@ -81,7 +84,7 @@ impl DatabaseStore {
         clock: Clock,
     ) -> Self {
         DatabaseStore {
-            redis,
+            store,
             keys: JweKeys::derive(secrets, "portcullis.store.session"),
             prefix: prefix.to_string(),
             cookie: names.session.clone(),
@@ -95,34 +98,43 @@ impl DatabaseStore {
         }
     }
 
-    pub fn redis(&self) -> &Arc<Redis> {
-        &self.redis
-    }
-
     fn session_key(&self, hash: &str) -> String {
         format!("{}s:{hash}", self.prefix)
     }
 
-    /// The index of a user's sessions: by e-mail, else by provider and id.
-    fn user_key_for(&self, email: Option<&str>, user_id: &str) -> String {
+    /// Who a user's sessions are indexed by: the hash of the e-mail, else
+    /// of the user id (a Redis set's key; a SQL column).
+    fn user_hash(email: Option<&str>, user_id: &str) -> String {
         let who = match email {
             Some(e) => format!("email:{}", e.trim().to_ascii_lowercase()),
             None => format!("id:{user_id}"),
         };
-        format!("{}u:{}", self.prefix, sha256_hex(who.as_bytes()))
+        sha256_hex(who.as_bytes())
+    }
+
+    /// The index of sessions by provider subject (back-channel logout).
+    fn subject_hash(provider: &str, sub: &str) -> String {
+        sha256_hex(format!("{provider}\0{sub}").as_bytes())
+    }
+
+    fn user_key_for(&self, email: Option<&str>, user_id: &str) -> String {
+        format!("{}u:{}", self.prefix, Self::user_hash(email, user_id))
     }
 
     fn user_key(&self, c: &Claims) -> String {
         self.user_key_for(c.email.as_deref(), c.user_id())
     }
 
-    /// The index of sessions by provider subject (back-channel logout).
     fn subject_key(&self, provider: &str, sub: &str) -> String {
-        format!(
-            "{}x:{}",
-            self.prefix,
-            sha256_hex(format!("{provider}\0{sub}").as_bytes())
-        )
+        format!("{}x:{}", self.prefix, Self::subject_hash(provider, sub))
+    }
+
+    /// The sealed record stored under `hash`, if live.
+    async fn read(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        match &self.store {
+            Store::Redis(r) => r.cmd(redis::cmd("GET").arg(self.session_key(hash))).await,
+            Store::Sql(s) => s.session_get(hash, self.clock.now()).await,
+        }
     }
 
     fn seal(&self, hash: &str, claims: &Claims, created: UnixTime) -> String {
@@ -186,8 +198,7 @@ impl DatabaseStore {
         };
         let hash = sha256_hex(id.as_bytes());
         let now = self.clock.now();
-        let key = self.session_key(&hash);
-        let sealed: Option<String> = self.redis.cmd(redis::cmd("GET").arg(&key)).await?;
+        let sealed = self.read(&hash).await?;
         let Some(mut claims) = sealed.and_then(|s| self.open_cached(&hash, s)) else {
             return Ok(Loaded {
                 session: None,
@@ -198,9 +209,17 @@ impl DatabaseStore {
         let due = now.saturating_sub(issued) >= self.update_age;
         if due {
             // Slide the record with the cookie (once per update_age).
-            self.redis
-                .cmd::<i64>(redis::cmd("EXPIRE").arg(&key).arg(self.max_age))
-                .await?;
+            match &self.store {
+                Store::Redis(r) => {
+                    r.cmd::<i64>(
+                        redis::cmd("EXPIRE")
+                            .arg(self.session_key(&hash))
+                            .arg(self.max_age),
+                    )
+                    .await?;
+                }
+                Store::Sql(s) => s.session_touch(&hash, now + self.max_age).await?,
+            }
         }
         // The record's life is the session's: `exp` follows it.
         claims.exp = now + self.max_age;
@@ -230,27 +249,45 @@ impl DatabaseStore {
         claims.iat = now;
         claims.exp = now + self.max_age;
         claims.jti = None;
-        let key = self.session_key(&hash);
-        let user_key = self.user_key(claims);
-        // One pipeline per key: in a cluster each key has its own slot.
-        self.redis
-            .cmd::<()>(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(self.seal(&hash, claims, now))
-                    .arg("EX")
-                    .arg(self.max_age),
-            )
-            .await?;
-        let mut indexes = vec![user_key];
-        if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
-            indexes.push(self.subject_key(provider, sub));
-        }
-        for index in indexes {
-            let mut p = redis::pipe();
-            p.cmd("SADD").arg(&index).arg(&hash).ignore();
-            p.cmd("EXPIRE").arg(&index).arg(self.max_age).ignore();
-            self.redis.pipe::<()>(&p).await?;
+        let sealed = self.seal(&hash, claims, now);
+        match &self.store {
+            Store::Redis(r) => {
+                // One pipeline per key: in a cluster each key has its own slot.
+                r.cmd::<()>(
+                    redis::cmd("SET")
+                        .arg(self.session_key(&hash))
+                        .arg(&sealed)
+                        .arg("EX")
+                        .arg(self.max_age),
+                )
+                .await?;
+                let mut indexes = vec![self.user_key(claims)];
+                if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
+                    indexes.push(self.subject_key(provider, sub));
+                }
+                for index in indexes {
+                    let mut p = redis::pipe();
+                    p.cmd("SADD").arg(&index).arg(&hash).ignore();
+                    p.cmd("EXPIRE").arg(&index).arg(self.max_age).ignore();
+                    r.pipe::<()>(&p).await?;
+                }
+            }
+            Store::Sql(s) => {
+                let subject = match (&claims.provider, &claims.sub) {
+                    (Some(provider), Some(sub)) => Some(Self::subject_hash(provider, sub)),
+                    _ => None,
+                };
+                s.session_insert(&NewSession {
+                    token_hash: &hash,
+                    user_id: claims.user_id(),
+                    user_key: &Self::user_hash(claims.email.as_deref(), claims.user_id()),
+                    subject_key: subject.as_deref(),
+                    data: &sealed,
+                    created: now,
+                    expires: now + self.max_age,
+                })
+                .await?;
+            }
         }
         let mut out = vec![self.set_cookie(&id, domain)];
         for i in 0..seen_chunks {
@@ -284,19 +321,21 @@ impl DatabaseStore {
         };
         let hash = sha256_hex(id.as_bytes());
         let sealed = self.seal(&hash, &session.claims, session.claims.iat);
-        // XX: only a session that still exists (not one signed out
-        // meanwhile); KEEPTTL: the expiry stays where it slid to.
-        let key = self.session_key(&hash);
-        self.redis
-            .cmd::<Option<String>>(
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&sealed)
-                    .arg("XX")
-                    .arg("KEEPTTL"),
-            )
-            .await
-            .map(|_| ())
+        match &self.store {
+            // XX: only a session that still exists (not one signed out
+            // meanwhile); KEEPTTL: the expiry stays where it slid to.
+            Store::Redis(r) => r
+                .cmd::<Option<String>>(
+                    redis::cmd("SET")
+                        .arg(self.session_key(&hash))
+                        .arg(&sealed)
+                        .arg("XX")
+                        .arg("KEEPTTL"),
+                )
+                .await
+                .map(|_| ()),
+            Store::Sql(s) => s.session_save(&hash, &sealed, self.clock.now()).await,
+        }
     }
 
     /// Reads the current record again (after another request refreshed it).
@@ -305,24 +344,44 @@ impl DatabaseStore {
             return Ok(None);
         };
         let hash = sha256_hex(id.as_bytes());
-        let sealed: Option<String> = self
-            .redis
-            .cmd(redis::cmd("GET").arg(self.session_key(&hash)))
-            .await?;
+        let sealed = self.read(&hash).await?;
         Ok(sealed.and_then(|s| self.open(&hash, &s)).map(|r| r.c))
     }
 
-    /// The key of a session's refresh lock.
-    pub fn lock_key(&self, hash: &str) -> String {
-        format!("{}l:{hash}", self.prefix)
+    /// Takes the refresh lock of the session `hash` for `ms` unless another
+    /// request (or replica) holds it; the key and token to release it with.
+    pub async fn lock(&self, hash: &str, ms: u64) -> Result<Option<(String, String)>, StoreError> {
+        let key = format!("{}l:{hash}", self.prefix);
+        let token = random_token(16);
+        let held = match &self.store {
+            Store::Redis(r) => r
+                .cmd::<Option<String>>(
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ms),
+                )
+                .await?
+                .is_some(),
+            Store::Sql(s) => s.set_nx(&key, &token, ms as i64).await?,
+        };
+        Ok(held.then_some((key, token)))
     }
 
     /// Releases a lock only if it is still ours (compare and delete).
     pub async fn unlock(&self, key: &str, token: &str) {
-        let script = Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-        );
-        if let Err(e) = self.redis.script::<i64>(&script, &[key], &[token]).await {
+        let done = match &self.store {
+            Store::Redis(r) => {
+                let script = Script::new(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                );
+                r.script::<i64>(&script, &[key], &[token]).await.map(|_| ())
+            }
+            Store::Sql(s) => s.kv_del_if(key, token).await,
+        };
+        if let Err(e) = done {
             tracing::warn!(error = %e, "releasing a refresh lock failed (it expires by itself)");
         }
     }
@@ -333,30 +392,47 @@ impl DatabaseStore {
             return Ok(());
         };
         let hash = sha256_hex(id.as_bytes());
-        self.redis
-            .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(&hash)))
-            .await?;
-        self.redis
-            .cmd::<i64>(
-                redis::cmd("SREM")
-                    .arg(self.user_key(&session.claims))
-                    .arg(&hash),
-            )
-            .await?;
+        match &self.store {
+            Store::Redis(r) => {
+                r.cmd::<i64>(redis::cmd("DEL").arg(self.session_key(&hash)))
+                    .await?;
+                r.cmd::<i64>(
+                    redis::cmd("SREM")
+                        .arg(self.user_key(&session.claims))
+                        .arg(&hash),
+                )
+                .await?;
+            }
+            Store::Sql(s) => {
+                s.session_delete(&hash).await?;
+            }
+        }
         Ok(())
     }
 
-    async fn destroy_index(&self, index: &str) -> Result<usize, StoreError> {
-        let hashes: Vec<String> = self.redis.cmd(redis::cmd("SMEMBERS").arg(index)).await?;
+    /// Ends every session under one index: `hash` is the user's or the
+    /// subject's hash.
+    async fn destroy_index(&self, index: SessionIndex, hash: &str) -> Result<usize, StoreError> {
+        let r = match &self.store {
+            Store::Sql(s) => {
+                let n = s.sessions_delete(index, hash).await?;
+                return Ok(usize::try_from(n).unwrap_or(usize::MAX));
+            }
+            Store::Redis(r) => r,
+        };
+        let index = match index {
+            SessionIndex::User => format!("{}u:{hash}", self.prefix),
+            SessionIndex::Subject => format!("{}x:{hash}", self.prefix),
+        };
+        let hashes: Vec<String> = r.cmd(redis::cmd("SMEMBERS").arg(&index)).await?;
         // One DEL per key (cluster slots differ); sign-out everywhere is rare.
         let mut ended = 0;
         for h in &hashes {
-            ended += self
-                .redis
+            ended += r
                 .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(h)))
                 .await?;
         }
-        self.redis.cmd::<i64>(redis::cmd("DEL").arg(index)).await?;
+        r.cmd::<i64>(redis::cmd("DEL").arg(&index)).await?;
         Ok(usize::try_from(ended).unwrap_or(0))
     }
 
@@ -366,26 +442,29 @@ impl DatabaseStore {
         email: Option<&str>,
         user_id: &str,
     ) -> Result<usize, StoreError> {
-        self.destroy_index(&self.user_key_for(email, user_id)).await
+        self.destroy_index(SessionIndex::User, &Self::user_hash(email, user_id))
+            .await
     }
 
     /// Ends every session a provider subject has (back-channel logout).
     pub async fn destroy_subject(&self, provider: &str, sub: &str) -> Result<usize, StoreError> {
-        self.destroy_index(&self.subject_key(provider, sub)).await
+        self.destroy_index(SessionIndex::Subject, &Self::subject_hash(provider, sub))
+            .await
     }
 
     /// How many sessions the store holds (SCAN, bounded); `None` on a
     /// cluster (SCAN there covers one node) or when the store is down.
     pub async fn count(&self) -> Option<i64> {
-        if self.redis.is_cluster() {
-            return None;
-        }
+        let redis = match &self.store {
+            Store::Sql(s) => return s.sessions_count(self.clock.now()).await.ok(),
+            Store::Redis(r) if r.is_cluster() => return None,
+            Store::Redis(r) => r,
+        };
         let pattern = format!("{}s:*", self.prefix);
         let mut cursor: u64 = 0;
         let mut n: i64 = 0;
         for _ in 0..10_000 {
-            let (next, keys): (u64, Vec<String>) = self
-                .redis
+            let (next, keys): (u64, Vec<String>) = redis
                 .cmd(
                     redis::cmd("SCAN")
                         .arg(cursor)
@@ -407,31 +486,46 @@ impl DatabaseStore {
 
     /// The user's live sessions, without any secret.
     pub async fn list_user(&self, email: &str) -> Result<Vec<Summary>, StoreError> {
+        let summary = |h: &str, rec: Record, ttl: i64| Summary {
+            id_hash_prefix: h.chars().take(12).collect(),
+            user: rec
+                .c
+                .email
+                .clone()
+                .unwrap_or_else(|| rec.c.user_id().to_string()),
+            provider: rec.c.provider.clone(),
+            created: rec.created,
+            expires_in_secs: ttl,
+        };
+        let user_hash = Self::user_hash(Some(email), "");
+        let r = match &self.store {
+            Store::Sql(s) => {
+                let now = self.clock.now();
+                let rows = s.sessions_list(&user_hash, now).await?;
+                return Ok(rows
+                    .into_iter()
+                    .filter_map(|row| {
+                        let rec = self.open(&row.token_hash, &row.data)?;
+                        let ttl = row.expires.saturating_sub(now) as i64;
+                        Some(summary(&row.token_hash, rec, ttl))
+                    })
+                    .collect());
+            }
+            Store::Redis(r) => r,
+        };
         let index = self.user_key_for(Some(email), "");
-        let hashes: Vec<String> = self.redis.cmd(redis::cmd("SMEMBERS").arg(&index)).await?;
+        let hashes: Vec<String> = r.cmd(redis::cmd("SMEMBERS").arg(&index)).await?;
         let mut out = Vec::new();
         for h in hashes {
             let key = self.session_key(&h);
             let mut p = redis::pipe();
             p.cmd("GET").arg(&key).cmd("TTL").arg(&key);
-            let (sealed, ttl): (Option<String>, i64) = self.redis.pipe(&p).await?;
+            let (sealed, ttl): (Option<String>, i64) = r.pipe(&p).await?;
             match sealed.and_then(|s| self.open(&h, &s)) {
-                Some(rec) => out.push(Summary {
-                    id_hash_prefix: h.chars().take(12).collect(),
-                    user: rec
-                        .c
-                        .email
-                        .clone()
-                        .unwrap_or_else(|| rec.c.user_id().to_string()),
-                    provider: rec.c.provider.clone(),
-                    created: rec.created,
-                    expires_in_secs: ttl,
-                }),
+                Some(rec) => out.push(summary(&h, rec, ttl)),
                 None => {
                     // Expired: prune the index.
-                    self.redis
-                        .cmd::<i64>(redis::cmd("SREM").arg(&index).arg(&h))
-                        .await?;
+                    r.cmd::<i64>(redis::cmd("SREM").arg(&index).arg(&h)).await?;
                 }
             }
         }

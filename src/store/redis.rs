@@ -133,7 +133,10 @@ impl Redis {
     /// Builds the client; connecting happens on first use (and again after
     /// failures), so Portcullis starts (and answers 503) while Redis is down.
     pub fn new(cfg: &StoreConfig) -> Result<Self, String> {
-        let kind = match &cfg.redis {
+        let super::Backend::Redis(target) = &cfg.backend else {
+            return Err("not a Redis URL".into());
+        };
+        let kind = match target {
             RedisTarget::Standalone(url) => {
                 let client = if url.starts_with("rediss://") {
                     redis::Client::build_with_tls(url.as_str(), tls_certs(cfg)?)

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+use crate::store::Store;
 use crate::store::StoreError;
-use crate::store::redis::Redis;
 
 /// How often the file's modification time is looked at.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -33,14 +33,15 @@ pub enum Revocation {
     /// No deny list configured: nothing is revoked.
     None,
     File(FileList),
-    Redis {
-        redis: Arc<Redis>,
+    /// A set in the store (Redis, or SQL's `portcullis_set`).
+    Store {
+        store: Store,
         key: String,
     },
 }
 
-/// The Redis set holding revoked ids, under the store's key prefix.
-pub fn redis_key(prefix: &str) -> String {
+/// The name of the set holding revoked ids, under the store's key prefix.
+pub fn store_key(prefix: &str) -> String {
     format!("{prefix}biscuit-revoked")
 }
 
@@ -50,7 +51,10 @@ impl Revocation {
         match self {
             Revocation::None => Ok(false),
             Revocation::File(f) => f.any_revoked(ids).await,
-            Revocation::Redis { redis, key } => {
+            Revocation::Store {
+                store: Store::Redis(redis),
+                key,
+            } => {
                 let mut cmd = redis::cmd("SMISMEMBER");
                 cmd.arg(key);
                 for id in ids {
@@ -59,6 +63,10 @@ impl Revocation {
                 let found: Vec<i64> = redis.cmd(&cmd).await?;
                 Ok(found.contains(&1))
             }
+            Revocation::Store {
+                store: Store::Sql(s),
+                key,
+            } => Ok(s.set_any(key, ids).await?),
         }
     }
 
@@ -69,7 +77,10 @@ impl Revocation {
                 "no deny list: configure `store` or `tokens.revocation_file`".into(),
             )),
             Revocation::File(f) => append_file(&f.path, ids),
-            Revocation::Redis { redis, key } => {
+            Revocation::Store {
+                store: Store::Redis(redis),
+                key,
+            } => {
                 let mut cmd = redis::cmd("SADD");
                 cmd.arg(key);
                 for id in ids {
@@ -78,6 +89,10 @@ impl Revocation {
                 let _: i64 = redis.cmd(&cmd).await?;
                 Ok(())
             }
+            Revocation::Store {
+                store: Store::Sql(s),
+                key,
+            } => Ok(s.set_add(key, ids).await?),
         }
     }
 }

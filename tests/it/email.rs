@@ -653,7 +653,7 @@ fn email_provider_config_problems_name_the_key_and_the_fix() {
         (
             ok.into(),
             true,
-            &["providers[0].type", "needs a store", "store.redis_url"],
+            &["providers[0].type", "needs a store", "store.url"],
         ),
         (
             ok.replace("smtp://smtp.example.com", "http://smtp.example.com"),
