@@ -279,7 +279,8 @@ impl DatabaseStore {
                 };
                 s.session_insert(&NewSession {
                     token_hash: &hash,
-                    user_id: claims.user_id(),
+                    // Our user's id when the sign-in has one (`users.id`).
+                    user_id: claims.uid.as_deref().unwrap_or(claims.user_id()),
                     user_key: &Self::user_hash(claims.email.as_deref(), claims.user_id()),
                     subject_key: subject.as_deref(),
                     data: &sealed,

@@ -288,6 +288,16 @@ fn sqlite_url(url: &str) -> Result<String, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    // Sessions and users live in it: readable by this user only.
+    #[cfg(unix)]
+    if !file.is_empty() && !std::path::Path::new(file).exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file);
+    }
     // Create the file when missing (`rwc`), unless the URL says otherwise.
     Ok(if url.contains("mode=") {
         url.to_string()
