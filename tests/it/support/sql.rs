@@ -181,14 +181,15 @@ impl TestStore {
                 let admin = pg_admin_url();
                 let name = fresh_db_name();
                 let pool = connect(&admin, "PostgreSQL").await;
-                let old: Vec<String> =
-                    sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE 'pcit\\_%'")
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap()
-                        .iter()
-                        .filter_map(|r| r.try_get::<String, _>(0).ok())
-                        .collect();
+                let old: Vec<String> = sqlx::query(
+                    "SELECT datname::text FROM pg_database WHERE datname LIKE 'pcit\\_%'",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.try_get::<String, _>(0).ok())
+                .collect();
                 for o in old.iter().filter(|o| is_orphan(o)) {
                     let _ = sqlx::query(AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS \"{o}\" WITH (FORCE)"
@@ -350,7 +351,7 @@ impl TestStore {
     pub async fn tables(&mut self) -> Vec<String> {
         let sql = match self.kind {
             StoreKind::Postgres => {
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'"
             }
             StoreKind::MariaDb => {
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
