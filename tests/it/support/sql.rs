@@ -8,9 +8,11 @@
 //! The servers: PostgreSQL on 127.0.0.1:5432 (trust, user `postgres`),
 //! MariaDB on 127.0.0.1:3306 (`root`, empty password). `tests/run` starts
 //! them (installing them when absent). One that does not answer is a test
-//! FAILURE with a message saying so, never a skip. `PORTCULLIS_TEST_PG_URL`
-//! / `PORTCULLIS_TEST_MARIADB_URL` point the suite at other servers (an
+//! FAILURE with a message saying so, never a skip. `IT_PG_ADMIN_URL`
+//! / `IT_MARIADB_ADMIN_URL` point the suite at other servers (an
 //! admin URL of a database that exists; the fresh databases go beside it).
+//! Not `PORTCULLIS_*`: the binary reads those as config and refuses
+//! unknown keys.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -54,12 +56,12 @@ impl StoreKind {
 }
 
 fn pg_admin_url() -> String {
-    std::env::var("PORTCULLIS_TEST_PG_URL")
+    std::env::var("IT_PG_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn mariadb_admin_url() -> String {
-    std::env::var("PORTCULLIS_TEST_MARIADB_URL")
+    std::env::var("IT_MARIADB_ADMIN_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into())
 }
 
