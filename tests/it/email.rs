@@ -18,7 +18,7 @@ const SMTP_USER: &str = "mailer";
 const SMTP_PASSWORD: &str = "smtp-pass-word";
 
 /// The Python of `target/pyenv` (tests/run installs aiosmtpd there).
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     if let Ok(p) = std::env::var("PORTCULLIS_TEST_PYTHON") {
         return p.into();
     }
@@ -32,13 +32,13 @@ fn python() -> PathBuf {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     StartTls,
     Tls,
 }
 
 /// The real SMTP server, saving each message as `<n>.json` in its dir.
-struct Smtp {
+pub(crate) struct Smtp {
     child: Child,
     port: u16,
     mode: Mode,
@@ -47,7 +47,7 @@ struct Smtp {
 }
 
 impl Smtp {
-    fn start(mode: Mode) -> Self {
+    pub(crate) fn start(mode: Mode) -> Self {
         let certs = TempDir::new("smtp-certs");
         let (_, cert, key) = test_certs(&certs);
         let out = TempDir::new("smtp-out");
@@ -92,7 +92,7 @@ impl Smtp {
     }
 
     /// The messages received so far, in order.
-    fn mails(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn mails(&self) -> Vec<serde_json::Value> {
         let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(self.out.path())
             .unwrap()
             .filter_map(|e| {
@@ -109,7 +109,7 @@ impl Smtp {
     }
 
     /// Waits (bounded, 10 s) until `n` messages arrived.
-    async fn wait_mails(&self, n: usize) -> Vec<serde_json::Value> {
+    pub(crate) async fn wait_mails(&self, n: usize) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let m = self.mails();
@@ -140,7 +140,7 @@ fn recipients(smtp: &Smtp) -> Vec<String> {
 }
 
 /// The provider item: the server, AUTH, the test CA, and `more` settings.
-fn provider(smtp: &Smtp, more: &str) -> String {
+pub(crate) fn provider(smtp: &Smtp, more: &str) -> String {
     format!(
         "  - type: email\n    name: E-mail\n    server: {}\n    from: \"Portcullis <no-reply@example.com>\"\n    username: {SMTP_USER}\n    password: {SMTP_PASSWORD}\n    ca_file: {}\n    timeout: 5s\n{more}",
         smtp.url(),
@@ -165,7 +165,12 @@ async fn email_site(mode: Mode, more: &str, conf: Conf) -> (RedisServer, Smtp, P
 }
 
 /// The CSRF token and a posted e-mail form.
-async fn ask_link(b: &mut Browser, pc: &Portcullis, email: &str, callback: &str) -> Resp {
+pub(crate) async fn ask_link(
+    b: &mut Browser,
+    pc: &Portcullis,
+    email: &str,
+    callback: &str,
+) -> Resp {
     let page = b.get(&pc.url("/auth/signin")).await;
     let csrf = page.hidden("csrfToken").unwrap();
     b.post_form(
@@ -180,7 +185,7 @@ async fn ask_link(b: &mut Browser, pc: &Portcullis, email: &str, callback: &str)
 }
 
 /// The sign-in link in a received message, on the test's own origin.
-fn link_in(mail: &serde_json::Value, pc: &Portcullis) -> String {
+pub(crate) fn link_in(mail: &serde_json::Value, pc: &Portcullis) -> String {
     let text = mail["text"].as_str().unwrap();
     let start = text
         .find("/auth/callback/email?")
@@ -208,7 +213,7 @@ fn with_email(link: &str, email: &str) -> String {
     url.to_string()
 }
 
-async fn assert_verification_error(b: &mut Browser, pc: &Portcullis, r: &Resp) {
+pub(crate) async fn assert_verification_error(b: &mut Browser, pc: &Portcullis, r: &Resp) {
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
     assert_eq!(r.location(), "/auth/error?error=Verification");
     let page = b.get(&pc.url(r.location())).await;

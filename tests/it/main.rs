@@ -29,6 +29,7 @@ mod routes;
 mod sessions;
 mod signin;
 mod signin_rules;
+mod store_conformance;
 mod tls;
 mod tokens;
 mod tokens_golden;

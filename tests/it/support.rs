@@ -9,6 +9,7 @@ pub mod fake_idp;
 pub mod fake_oauth;
 pub mod idp;
 pub mod redis;
+pub mod sql;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
