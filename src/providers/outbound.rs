@@ -84,8 +84,12 @@ impl Outbound {
             .https_or_http()
             .enable_http1()
             .build();
+        // Idle connections are dropped before the shortest keep-alive of
+        // common IdP servers (Node's 5 s): a request reusing a connection
+        // the server is closing fails with a reset, and for a token refresh
+        // that may be a rotated refresh token lost.
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(4))
             .build(https);
         Ok(Outbound {
             client,
