@@ -17,20 +17,6 @@ use crate::support::*;
 const SMTP_USER: &str = "mailer";
 const SMTP_PASSWORD: &str = "smtp-pass-word";
 
-/// The Python of `target/pyenv` (tests/run installs aiosmtpd there).
-pub(crate) fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("PORTCULLIS_TEST_PYTHON") {
-        return p.into();
-    }
-    let venv = repo_root().join("target/pyenv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run tests/run once (it installs tests/requirements.txt)",
-        venv.display()
-    );
-    venv
-}
-
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Mode {
     StartTls,

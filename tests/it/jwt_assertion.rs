@@ -17,8 +17,7 @@ use crate::support::*;
 
 /// Runs the PyJWT verifier: `Ok(claims)` or `Err(its refusal)`.
 fn pyjwt(jwks: &Value, token: &str, issuer: &str, audience: Option<&str>) -> Result<Value, String> {
-    let python = repo_root().join("target/pyenv/bin/python");
-    let mut child = Command::new(python)
+    let mut child = Command::new(python())
         .arg(repo_root().join("tests/fixtures/jwt_verify.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

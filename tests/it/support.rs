@@ -42,6 +42,23 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Python of `target/pyenv` (tests/run installs tests/requirements.txt
+/// there: aiosmtpd, PyJWT, biscuit-python, the Helm engine), or `IT_PYTHON`
+/// (a worktree with its own target dir). Not `PORTCULLIS_*`: the binary
+/// reads those as config.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("IT_PYTHON") {
+        return p.into();
+    }
+    let venv = repo_root().join("target/pyenv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run tests/run once (it installs tests/requirements.txt)",
+        venv.display()
+    );
+    venv
+}
+
 /// A port that was free a moment ago. Chosen below the kernel's
 /// ephemeral range, so no outgoing connection (of this or a parallel
 /// test) can take it between now and the bind of whoever gets it; the

@@ -262,12 +262,7 @@ async fn an_empty_header_name_turns_the_identity_token_off() {
 
 #[tokio::test]
 async fn python_biscuit_verifies_the_forwarded_identity_token_with_the_published_keys() {
-    let python = repo_root().join("target/pyenv/bin/python");
-    assert!(
-        python.exists(),
-        "{} missing: run tests/run (it installs tests/requirements.txt)",
-        python.display()
-    );
+    let python = python();
     let up = Upstream::start().await;
     let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
     let mut b = Browser::new();
@@ -309,7 +304,7 @@ async fn python_biscuit_verifies_the_forwarded_identity_token_with_the_published
         .to_string();
     let flip = if bad.ends_with('A') { "B" } else { "A" };
     bad.replace_range(bad.len() - 10..bad.len() - 9, flip);
-    let python = repo_root().join("target/pyenv/bin/python");
+    let python = python();
     let script = repo_root().join("tests/fixtures/biscuit/verify.py");
     let keys_url = pc.url("/auth/keys");
     let out = tokio::task::spawn_blocking(move || {
