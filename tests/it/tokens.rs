@@ -304,7 +304,7 @@ async fn python_biscuit_verifies_the_forwarded_identity_token_with_the_published
         .to_string();
     let flip = if bad.ends_with('A') { "B" } else { "A" };
     bad.replace_range(bad.len() - 10..bad.len() - 9, flip);
-    let python = python();
+    let python = super::support::python();
     let script = repo_root().join("tests/fixtures/biscuit/verify.py");
     let keys_url = pc.url("/auth/keys");
     let out = tokio::task::spawn_blocking(move || {
