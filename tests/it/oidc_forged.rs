@@ -390,3 +390,64 @@ async fn provider_redirects_are_never_followed() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// `POST {base}/signin/{oidc}` without a CSRF token (or with a forged one,
+/// or with another browser's) is refused with MissingCSRF: no flow cookie,
+/// no trip to the provider, no session.
+#[tokio::test]
+async fn oidc_sign_in_without_csrf_starts_no_flow() {
+    let (idp, pc) = setup("").await;
+    let url = pc.url("/auth/signin/fake");
+    let other_token = {
+        let mut o = Browser::new();
+        o.get(&pc.url("/auth/signin"))
+            .await
+            .hidden("csrfToken")
+            .unwrap()
+    };
+    let mut b = Browser::new();
+    let r = b.post_form(&url, &[("callbackUrl", "/home")]).await;
+    let mut answers = vec![("no cookie, no token", r)];
+    let page = b.get(&pc.url("/auth/signin")).await;
+    assert!(page.hidden("csrfToken").is_some());
+    let r = b
+        .post_form(&url, &[("csrfToken", "0000"), ("callbackUrl", "/home")])
+        .await;
+    answers.push(("forged token", r));
+    let r = b
+        .post_form(
+            &url,
+            &[("csrfToken", &other_token), ("callbackUrl", "/home")],
+        )
+        .await;
+    answers.push(("another browser's token", r));
+    let r = b.post_form(&url, &[("callbackUrl", "/home")]).await;
+    answers.push(("cookie, no token", r));
+    for (what, r) in &answers {
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::FOUND, "/auth/error?error=MissingCSRF"),
+            "{what}: {}",
+            r.body
+        );
+        assert!(
+            r.set_cookies().iter().all(|c| !c.contains(".flow.")),
+            "{what} started a flow: {:?}",
+            r.set_cookies()
+        );
+    }
+    // Auth.js clients (X-Auth-Return-Redirect) get the same, as JSON.
+    let r = b
+        .post_form_with(
+            &url,
+            &[("callbackUrl", "/home")],
+            &[("x-auth-return-redirect", "1")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["url"], "/auth/error?error=MissingCSRF");
+    assert!(b.jar.keys().all(|k| !k.contains(".flow.")), "{:?}", b.jar);
+    assert!(!b.has_session());
+    assert_eq!(idp.token_calls(), 0);
+    assert!(pc.log_shows("refused: CSRF token missing or wrong").await);
+}
