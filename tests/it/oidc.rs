@@ -319,3 +319,41 @@ async fn auto_redirect_skips_the_sign_in_page_for_the_only_provider() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Sign in with corp"), "{}", page.body);
 }
+
+/// `headers.access_token: authorization`: after a sign-in at the real
+/// provider, the upstream gets `Authorization: Bearer <access token>` (the
+/// provider's own token: its userinfo accepts it), in place of whatever
+/// Authorization the client sent, and no `X-Auth-Request-Access-Token`.
+#[tokio::test]
+async fn access_token_as_authorization_bearer_reaches_the_upstream() {
+    let s = setup("", "headers:\n  access_token: authorization\n").await;
+    let mut b = Browser::new();
+    let auth = start(&s, &mut b, "/api").await;
+    let cb = idp_login(&mut b, &auth, "alice")
+        .await
+        .location()
+        .to_string();
+    assert_eq!(b.get(&cb).await.location(), "/api", "{}", s.pc.logs());
+    let r = b
+        .get_with(&s.pc.url("/api"), &[("authorization", "Bearer client-own")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = s.up.last();
+    assert_eq!(seen.header_count("authorization"), 1);
+    let at = seen
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .expect("Authorization: Bearer <access token>");
+    assert_ne!(at, "client-own");
+    assert!(at.len() > 20, "{at}");
+    assert!(seen.header("x-auth-request-access-token").is_none());
+    assert_eq!(seen.header("x-auth-request-user"), Some("alice-sub"));
+    let info = Browser::api()
+        .get_with(
+            &s.idp.url("/me"),
+            &[("authorization", &format!("Bearer {at}"))],
+        )
+        .await;
+    assert_eq!(info.status, StatusCode::OK, "{}", info.body);
+    assert_eq!(info.json()["sub"], "alice-sub");
+}
