@@ -291,7 +291,7 @@ impl Portcullis {
     }
 
     /// Like [`Self::spawn`]; a start that fails gives its log.
-    async fn try_spawn(
+    pub async fn try_spawn(
         args: &[&str],
         env: &[(&str, &str)],
         dir: TempDir,
