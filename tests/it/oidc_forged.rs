@@ -451,3 +451,103 @@ async fn oidc_sign_in_without_csrf_starts_no_flow() {
     assert_eq!(idp.token_calls(), 0);
     assert!(pc.log_shows("refused: CSRF token missing or wrong").await);
 }
+
+/// Starts a sign-in with `callback` as it is posted; returns the answer.
+async fn post_start(pc: &Portcullis, b: &mut Browser, callback: &str) -> Resp {
+    let page = b.get(&pc.url("/auth/signin")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    b.post_form(
+        &pc.url("/auth/signin/fake"),
+        &[("csrfToken", &token), ("callbackUrl", callback)],
+    )
+    .await
+}
+
+/// The flow cookie is bounded in size: a same-origin `callbackUrl` over
+/// the flow's bound (1 KiB, src/authn/oauth.rs) or over the redirect
+/// policy's (4 KiB) is not stored; the flow still works and lands on the
+/// home page. A form over `limits.max_form_bytes` is a 413, with no flow.
+#[tokio::test]
+async fn oversized_callback_urls_are_refused_cleanly() {
+    let (_idp, pc) = setup("").await;
+    let home = pc.url("/");
+    for len in [1100usize, 5000] {
+        let callback = format!("/{}", "a".repeat(len));
+        let mut b = Browser::new();
+        let r = post_start(&pc, &mut b, &callback).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{len}: {}", r.body);
+        let flow = r
+            .set_cookies()
+            .into_iter()
+            .find(|c| c.contains(".flow."))
+            .expect("a flow cookie");
+        assert!(
+            flow.len() < 1500,
+            "{len}: a flow cookie of {} bytes",
+            flow.len()
+        );
+        assert!(!flow.contains(&"a".repeat(100)));
+        let cb = authorize(&mut b, r.location()).await;
+        let r = b.get(&cb).await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::FOUND, home.as_str()),
+            "{len}: {}",
+            pc.logs()
+        );
+        assert!(b.has_session());
+    }
+    // Just under the bound, the target is kept.
+    let callback = format!("/{}", "b".repeat(1000));
+    let mut b = Browser::new();
+    let r = post_start(&pc, &mut b, &callback).await;
+    let cb = authorize(&mut b, r.location()).await;
+    assert_eq!(b.get(&cb).await.location(), callback);
+    // Over the form limit (16 KiB by default): refused before any flow.
+    let mut b = Browser::new();
+    let r = post_start(&pc, &mut b, &format!("/{}", "c".repeat(20_000))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.set_cookies().iter().all(|c| !c.contains(".flow.")));
+    assert!(b.jar.keys().all(|k| !k.contains(".flow.")));
+}
+
+/// `cookies.max_flows`: a browser with more pending sign-ins than the
+/// bound loses the oldest (its callback fails cleanly); the others finish.
+#[tokio::test]
+async fn max_flows_evicts_the_oldest_flow_end_to_end() {
+    let idp = FakeIdp::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .provider(&idp.provider_yaml(""))
+            .extra("cookies:\n  max_flows: 2\n"),
+    )
+    .await;
+    wait_ready(&pc).await;
+    let mut b = Browser::new();
+    let mut callbacks = Vec::new();
+    for tab in ["/one", "/two", "/three"] {
+        let auth = start(&pc, &mut b, tab).await;
+        callbacks.push(authorize(&mut b, &auth).await);
+        // Flows started within one second sort by name otherwise.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let flows = b.jar.keys().filter(|k| k.contains(".flow.")).count();
+    assert_eq!(flows, 2, "{:?}", b.jar.keys().collect::<Vec<_>>());
+    let r = b.get(&callbacks[0]).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!b.has_session());
+    assert!(pc.log_shows("no pending sign-in for this state").await);
+    assert_eq!(
+        b.get(&callbacks[2]).await.location(),
+        "/three",
+        "{}",
+        pc.logs()
+    );
+    assert_eq!(
+        b.get(&callbacks[1]).await.location(),
+        "/two",
+        "{}",
+        pc.logs()
+    );
+    assert_eq!(idp.token_calls(), 2);
+}
