@@ -77,40 +77,79 @@ async fn a_good_token_signs_in_with_pkce_state_and_nonce() {
     assert_eq!(idp.token_calls(), 1);
 }
 
+/// The log written after `from` (bytes), once it shows `needle` (5 s at most).
+async fn log_after(pc: &Portcullis, from: usize, needle: &str) -> String {
+    for _ in 0..100 {
+        let tail = pc.logs().get(from..).unwrap_or("").to_string();
+        if tail.contains(needle) {
+            return tail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {needle:?} in the log after byte {from}:\n{}", pc.logs());
+}
+
 #[tokio::test]
 async fn forged_id_tokens_are_refused() {
     let (idp, pc) = setup("").await;
+    // Each case with the reason the refusal logs for it.
     let cases = [
-        ("wrong key", Scenario::WrongKey),
-        ("wrong aud", Scenario::Claim("aud", json!("someone-else"))),
+        ("wrong key", Scenario::WrongKey, "bad signature"),
+        (
+            "wrong aud",
+            Scenario::Claim("aud", json!("someone-else")),
+            "audience does not name this client",
+        ),
         (
             "extra untrusted aud",
             Scenario::Claim("aud", json!(["portcullis", "evil-client"])),
+            "audience does not name this client, or names untrusted ones",
         ),
-        ("wrong azp", Scenario::Claim("azp", json!("evil-client"))),
+        (
+            "wrong azp",
+            Scenario::Claim("azp", json!("evil-client")),
+            "azp \"evil-client\" is not this client",
+        ),
         (
             "wrong iss",
             Scenario::Claim("iss", json!("http://evil.example")),
+            "issuer \"http://evil.example\" is not the provider's",
         ),
-        ("expired", Scenario::Claim("exp", json!(1_000_000_000))),
         (
-            "issued in the future",
-            Scenario::Claim("iat", json!(4_000_000_000u64)),
+            "expired",
+            Scenario::Claim("exp", json!(1_000_000_000)),
+            "the ID token expired",
         ),
-        ("no nonce", Scenario::RemoveClaim("nonce")),
+        (
+            "the ID token was issued in the future",
+            Scenario::Claim("iat", json!(4_000_000_000u64)),
+            "the ID token was issued in the future",
+        ),
+        ("no nonce", Scenario::RemoveClaim("nonce"), "nonce mismatch"),
         (
             "other nonce",
             Scenario::Claim("nonce", json!("not-the-flows-nonce")),
+            "nonce mismatch",
         ),
-        ("no sub", Scenario::RemoveClaim("sub")),
-        ("alg none", Scenario::AlgNone),
+        (
+            "no sub",
+            Scenario::RemoveClaim("sub"),
+            "the ID token has no subject",
+        ),
+        (
+            "alg none",
+            Scenario::AlgNone,
+            "algorithm \"none\" is not allowed",
+        ),
         (
             "HS256 keyed with the client secret",
             Scenario::Hs256WithClientSecret,
+            "algorithm \"HS256\" is not allowed",
         ),
     ];
-    for (what, scenario) in cases {
+    for (what, scenario, reason) in cases {
         idp.set(scenario);
+        let from = pc.logs().len();
         let mut b = Browser::new();
         let r = sign_in(&pc, &mut b).await;
         assert_eq!(
@@ -121,11 +160,18 @@ async fn forged_id_tokens_are_refused() {
             r.body
         );
         assert!(!b.has_session(), "{what} produced a session");
+        let tail = log_after(&pc, from, "sign-in refused").await;
+        let line = tail
+            .lines()
+            .find(|l| l.contains("sign-in refused"))
+            .unwrap()
+            // A JSON log escapes the quotes a reason quotes.
+            .replace("\\\"", "\"");
+        assert!(
+            line.contains(&format!("invalid ID token: {reason}")),
+            "{what}: the refusal should say {reason:?}:\n{line}"
+        );
     }
-    assert!(
-        pc.log_shows("invalid ID token").await,
-        "the reason is logged"
-    );
 }
 
 #[tokio::test]
