@@ -352,7 +352,7 @@ async fn a_provider_that_is_down_makes_readyz_fail_and_sign_in_503() {
 
 #[tokio::test]
 async fn sign_out_ends_the_session_at_the_provider_too() {
-    let (_idp, pc) = setup("").await;
+    let (idp, pc) = setup("").await;
     let mut b = Browser::new();
     sign_in(&pc, &mut b).await;
     let page = b.get(&pc.url("/auth/signout")).await;
@@ -368,10 +368,75 @@ async fn sign_out_ends_the_session_at_the_provider_too() {
     let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
     assert_eq!(q["post_logout_redirect_uri"], pc.url("/bye"));
     assert_eq!(q["client_id"], "portcullis");
-    // A cookie session does not carry the ~1 KB ID token: the client id
-    // names the RP instead (RP-Initiated Logout 1.0 §2).
-    assert!(!q.contains_key("id_token_hint"));
+    // A cookie session keeps its ID token in the sign-out-only cookie:
+    // the hint is the very token the provider issued.
+    assert_eq!(
+        q.get("id_token_hint"),
+        idp.issued().last(),
+        "{}",
+        r.location()
+    );
     assert!(!b.has_session());
+    assert!(b.jar.keys().all(|k| !k.contains("id-token")), "{:?}", b.jar);
+}
+
+/// Signs in at the fake IdP and signs out; returns the end-session query.
+async fn sign_out_query(
+    pc: &Portcullis,
+    b: &mut Browser,
+) -> std::collections::HashMap<String, String> {
+    let page = b.get(&pc.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &pc.url("/auth/signout"),
+            &[("csrfToken", &token), ("callbackUrl", "/bye")],
+        )
+        .await;
+    let to = url::Url::parse(r.location())
+        .unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.location()));
+    assert_eq!(to.path(), "/logout");
+    to.query_pairs().into_owned().collect()
+}
+
+/// The ID token cookie is bound to its session: another user's (copied
+/// into this browser) is never sent as this session's hint, and with
+/// `store_tokens: false` no ID token cookie is written at all.
+#[tokio::test]
+async fn the_id_token_cookie_serves_only_its_own_session() {
+    let (idp, pc) = setup("").await;
+    let mut fay = Browser::new();
+    assert_eq!(sign_in(&pc, &mut fay).await.location(), "/home");
+    let fays = fay.jar["authjs.id-token"].clone();
+
+    idp.set_user(
+        json!({"sub": "user-2", "email": "gus@example.com", "email_verified": true, "name": "Gus"}),
+    );
+    let mut gus = Browser::new();
+    assert_eq!(sign_in(&pc, &mut gus).await.location(), "/home");
+    let gus_token = idp.issued().last().cloned().unwrap();
+    // Gus's browser with Fay's ID token cookie: no hint, the client id only.
+    let mut mixed = Browser::new();
+    mixed.jar = gus.jar.clone();
+    mixed.jar.insert("authjs.id-token".into(), fays);
+    let q = sign_out_query(&pc, &mut mixed).await;
+    assert!(!q.contains_key("id_token_hint"), "{q:?}");
+    assert_eq!(q["client_id"], "portcullis");
+    // Gus's own browser gets his own hint.
+    let q = sign_out_query(&pc, &mut gus).await;
+    assert_eq!(q.get("id_token_hint"), Some(&gus_token));
+
+    let (_idp, lean) = setup("    store_tokens: false\n").await;
+    let mut b = Browser::new();
+    let r = sign_in(&lean, &mut b).await;
+    assert_eq!(r.location(), "/home");
+    assert!(
+        r.set_cookie("authjs.id-token").is_none(),
+        "{:?}",
+        r.set_cookies()
+    );
+    let q = sign_out_query(&lean, &mut b).await;
+    assert!(!q.contains_key("id_token_hint"), "{q:?}");
 }
 
 #[tokio::test]
