@@ -105,8 +105,9 @@ async fn the_binary_with_no_arguments_runs_the_demo_on_4180() {
         }
         Err(logs) => panic!("the no-argument demo did not start:\n{logs}"),
     };
+    // The log line arrives through a pipe: wait for it (bounded).
     assert!(
-        pc.logs().contains("listening on http://127.0.0.1:4180"),
+        pc.log_shows("listening on http://127.0.0.1:4180").await,
         "{}",
         pc.logs()
     );
