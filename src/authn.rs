@@ -250,8 +250,23 @@ async fn establish(
     app: &App,
     headers: &HeaderMap,
     client: &ClientInfo,
+    claims: Claims,
+    callback: &SafeRedirect,
+) -> Result<Response<Body>, Error> {
+    establish_with(app, headers, client, claims, callback, None).await
+}
+
+/// [`establish`], and for a `jwt` session from an OIDC provider its ID
+/// token in its own sign-out-only cookie (for RP-initiated logout's
+/// `id_token_hint`). Any ID token cookie from before is replaced or
+/// cleared: it must never outlive the session it was for.
+async fn establish_with(
+    app: &App,
+    headers: &HeaderMap,
+    client: &ClientInfo,
     mut claims: Claims,
     callback: &SafeRedirect,
+    id_token: Option<&str>,
 ) -> Result<Response<Body>, Error> {
     let provider = claims.provider.clone().unwrap_or_default();
     if let Err(why) = may_sign_in(app, &mut claims) {
@@ -274,10 +289,13 @@ async fn establish(
         }
     }
     let seen = crate::http::cookies::get_chunked(headers, &app.names.session).1;
-    let cookies = app
-        .sessions
-        .create(&mut claims, seen, app.cookie_domain(client))
-        .await?;
+    let domain = app.cookie_domain(client);
+    let mut cookies = app.sessions.create(&mut claims, seen, domain).await?;
+    match id_token.and_then(|t| app.id_tokens.issue(t, &claims, domain)) {
+        Some(c) => cookies.push(c),
+        None if app.id_tokens.present(headers) => cookies.push(app.id_tokens.clear(domain)),
+        None => {}
+    }
     tracing::info!(provider, user = %claims.user_id(), client_ip = %client.client_ip, "signed in");
     app.metrics.signin(&provider, "success");
     let mut r = go(headers, callback);
@@ -318,6 +336,7 @@ async fn signout(
         Err(refused) => return Ok(refused),
     };
     let loaded = app.sessions.load(&parts.headers).await?;
+    let domain = app.cookie_domain(client);
     let everywhere = form
         .get("everywhere")
         .or(query_param(parts.uri.query(), "everywhere").as_deref())
@@ -337,14 +356,15 @@ async fn signout(
         } else {
             tracing::info!(user = %s.claims.user_id(), "signed out");
         }
-        if let Some(end) = oauth::end_session_url(app, &s.claims, &to) {
+        let hint = app.id_tokens.read(&parts.headers, &s.claims);
+        if let Some(end) = oauth::end_session_url(app, &s.claims, hint.as_deref(), &to) {
             to = end;
         }
     }
-    let cookies = app
-        .sessions
-        .destroy(&loaded, app.cookie_domain(client))
-        .await?;
+    let mut cookies = app.sessions.destroy(&loaded, domain).await?;
+    if app.id_tokens.present(&parts.headers) {
+        cookies.push(app.id_tokens.clear(domain));
+    }
     let mut r = go(&parts.headers, &to);
     web::set_cookies(&mut r, cookies);
     Ok(r)

@@ -8,6 +8,7 @@
 
 pub mod cookie;
 pub mod database;
+pub mod id_token;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -33,6 +33,8 @@ pub struct App {
     pub users: Option<crate::users::Users>,
     pub csrf: Csrf,
     pub flows: Flows,
+    /// The ID token of a `jwt` session, in its own sign-out-only cookie.
+    pub id_tokens: crate::session::id_token::IdTokenCookie,
     pub metrics: crate::metrics::Metrics,
     /// Single-flight state for access-token refreshes.
     pub refresher: crate::authn::refresh::Refresher,
@@ -121,6 +123,13 @@ impl App {
             config.cookies.max_flows,
             clock.clone(),
         );
+        let id_tokens = crate::session::id_token::IdTokenCookie::new(
+            &config.secrets,
+            &names,
+            &config.base_path,
+            config.session.max_age,
+            clock.clone(),
+        );
         let mut oidc = HashMap::new();
         for p in &config.providers {
             if let ProviderKind::Oidc(cfg) = &p.kind {
@@ -202,6 +211,7 @@ impl App {
             users,
             csrf,
             flows,
+            id_tokens,
             refresher: Default::default(),
             metrics: crate::metrics::Metrics::new(config.providers.iter().map(|p| p.id.clone())),
             oidc,

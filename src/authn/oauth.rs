@@ -9,7 +9,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::form::Form;
-use super::{CheckedPost, checked_post, error_target, establish, go};
+use super::{CheckedPost, checked_post, error_target, establish_with, go};
 use crate::http::forwarded::ClientInfo;
 use crate::http::redirect::SafeRedirect;
 use crate::http::{self as web, Body, Error, ErrorCode, wants_html};
@@ -150,8 +150,9 @@ pub(super) async fn callback(
         return Ok(fail(ErrorCode::OAuthCallbackError, &callback));
     };
     match complete(app, p, code, &flow.verifier, &flow.nonce, id).await {
-        Ok(claims) => {
-            let mut r = establish(app, h, client, claims, &callback).await?;
+        Ok((claims, id_token)) => {
+            let mut r =
+                establish_with(app, h, client, claims, &callback, id_token.as_deref()).await?;
             web::set_cookies(&mut r, clear);
             Ok(r)
         }
@@ -173,7 +174,8 @@ pub(super) async fn callback(
     }
 }
 
-/// Code → tokens → verified ID token → userinfo → session claims.
+/// Code → tokens → verified ID token → userinfo → session claims, and
+/// the ID token to keep beside a `jwt` session (see [`claims_for`]).
 async fn complete(
     app: &App,
     p: &OidcProvider,
@@ -181,7 +183,7 @@ async fn complete(
     verifier: &str,
     nonce: &str,
     id: &str,
-) -> Result<Claims, OidcError> {
+) -> Result<(Claims, Option<String>), OidcError> {
     let tokens = p.exchange(code, verifier, &redirect_uri(app, id)).await?;
     let (id_claims, userinfo) = if p.is_oauth() {
         // Plain OAuth 2: no ID token; the profile is what userinfo says.
@@ -241,30 +243,48 @@ pub(crate) fn profile_claims(app: &App, id: &str, profile: Profile) -> Claims {
     }
 }
 
-fn claims_for(app: &App, p: &OidcProvider, id: &str, profile: Profile, tokens: TokenSet) -> Claims {
+/// The session claims of a sign-in, and the ID token to keep beside the
+/// session rather than in it.
+fn claims_for(
+    app: &App,
+    p: &OidcProvider,
+    id: &str,
+    profile: Profile,
+    tokens: TokenSet,
+) -> (Claims, Option<String>) {
     let keep = p.cfg.store_tokens;
-    Claims {
+    // The ID token (~1 KB) is only for RP-initiated logout's hint: a
+    // server-side session keeps it; a `jwt` session keeps it in a sealed
+    // cookie of its own that only the sign-out path receives, so the
+    // session cookie stays under 1.5 KB (session::id_token).
+    let id_token = tokens.id_token.filter(|_| keep);
+    let (in_session, beside) = if app.sessions.database().is_some() {
+        (id_token, None)
+    } else {
+        (None, id_token)
+    };
+    let claims = Claims {
         access_token: tokens.access_token.filter(|_| keep),
         refresh_token: tokens.refresh_token.filter(|_| keep),
-        // The ID token (~1 KB) is only for RP-initiated logout's hint: a
-        // server-side session keeps it; a cookie stays under 1.5 KB without
-        // it (logout then names the client instead, which the spec allows).
-        id_token: tokens
-            .id_token
-            .filter(|_| keep && app.sessions.database().is_some()),
+        id_token: in_session,
         expires_at: tokens.expires_at.filter(|_| keep),
         refresh_at: tokens.refresh_at.filter(|_| keep),
         ..profile_claims(app, id, profile)
-    }
+    };
+    (claims, beside)
 }
 
 /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0 §2): when
 /// the session came from a provider with an `end_session_endpoint`, sign
 /// out there too and come back to `after` (made absolute on the public
 /// origin; it must be registered at the provider).
+/// `id_token_hint` is the session's ID token: kept in the session
+/// (`database`) or in its sign-out cookie (`jwt`); without one the client
+/// id names the RP instead.
 pub(super) fn end_session_url(
     app: &App,
     claims: &Claims,
+    id_token_hint: Option<&str>,
     after: &SafeRedirect,
 ) -> Option<SafeRedirect> {
     let p = app.oidc.get(claims.provider.as_deref()?)?;
@@ -273,7 +293,7 @@ pub(super) fn end_session_url(
     let back = app.config.public_url.join(after.as_str()).ok()?;
     {
         let mut q = url.query_pairs_mut();
-        if let Some(t) = &claims.id_token {
+        if let Some(t) = claims.id_token.as_deref().or(id_token_hint) {
             q.append_pair("id_token_hint", t);
         }
         q.append_pair("client_id", &p.cfg.client_id);

@@ -23,6 +23,8 @@ pub struct CookieNames {
     pub csrf: String,
     /// Prefix of per-flow cookies: `<flow_prefix><flow id>`.
     pub flow_prefix: String,
+    /// The ID token of a `jwt` session (sent only to the sign-out path).
+    pub id_token: String,
     pub secure: bool,
 }
 
@@ -38,6 +40,7 @@ impl CookieNames {
             session: format!("{secure_prefix}{p}.session-token"),
             csrf: format!("{host_prefix}{p}.csrf-token"),
             flow_prefix: format!("{secure_prefix}{p}.flow."),
+            id_token: format!("{secure_prefix}{p}.id-token"),
             secure: cfg.secure,
         }
     }
@@ -45,6 +48,7 @@ impl CookieNames {
     /// Whether a cookie name is one of ours (stripped before the upstream).
     pub fn is_ours(&self, name: &str) -> bool {
         name == self.csrf
+            || name == self.id_token
             || name.starts_with(self.flow_prefix.as_str())
             || name
                 .strip_prefix(self.session.as_str())
@@ -277,6 +281,8 @@ mod tests {
         assert_eq!(n.session, "__Secure-authjs.session-token");
         assert_eq!(n.csrf, "__Host-authjs.csrf-token");
         assert!(n.is_ours("__Secure-authjs.session-token.1"));
+        assert_eq!(n.id_token, "__Secure-authjs.id-token");
+        assert!(n.is_ours("__Secure-authjs.id-token"));
         assert!(!n.is_ours("__Secure-authjs.session-tokenx"));
         assert!(!n.is_ours("app_session"));
     }

@@ -76,3 +76,69 @@ async fn the_demo_signs_in_in_a_real_browser_and_shows_whoami() {
         shot.display()
     );
 }
+
+/// `portcullis` with no arguments at all (not `serve`, no environment):
+/// the demo on its embedded default, 127.0.0.1:4180, printing the demo
+/// user's password, which signs in and reaches the whoami page. Skipped,
+/// saying so, only when something else holds 127.0.0.1:4180.
+#[tokio::test]
+async fn the_binary_with_no_arguments_runs_the_demo_on_4180() {
+    const BUSY: &str = "SKIPPED: 127.0.0.1:4180 is taken by another process; the no-argument demo cannot be started here";
+    if let Err(e) = std::net::TcpListener::bind("127.0.0.1:4180") {
+        eprintln!("{BUSY} ({e})");
+        return;
+    }
+    // No PORTCULLIS_* from the test's environment may steer it.
+    let stray: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("PORTCULLIS_"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "the test environment sets {stray:?}: the no-argument start would not be the default"
+    );
+    let pc = match Portcullis::try_spawn(&[], &[], TempDir::new("demo-noargs"), 4180).await {
+        Ok(pc) => pc,
+        Err(logs) if logs.contains("Address already in use") => {
+            eprintln!("{BUSY} (taken between the check and the start):\n{logs}");
+            return;
+        }
+        Err(logs) => panic!("the no-argument demo did not start:\n{logs}"),
+    };
+    // The log line arrives through a pipe: wait for it (bounded).
+    assert!(
+        pc.log_shows("listening on http://127.0.0.1:4180").await,
+        "{}",
+        pc.logs()
+    );
+    let password = demo_password(&pc).await;
+    assert!(password.len() >= 12, "{password:?}");
+    assert!(
+        pc.logs().contains("Open http://127.0.0.1:4180/")
+            || pc.logs().contains("Open http://127.0.0.1:4180 "),
+        "{}",
+        pc.logs()
+    );
+    let origin = "http://127.0.0.1:4180";
+    let mut b = Browser::new();
+    assert_eq!(
+        b.get(&format!("{origin}/healthz")).await.status,
+        http::StatusCode::OK
+    );
+    let r = b.get(&format!("{origin}/")).await;
+    assert_eq!(r.status, http::StatusCode::FOUND, "{}", r.body);
+    assert!(r.location().starts_with("/auth/signin"), "{}", r.location());
+    let r = b
+        .sign_in(origin, "demo@portcullis.local", &password, "/")
+        .await;
+    assert_eq!(r.location(), "/", "{}\n{}", r.body, pc.logs());
+    let page = b.get(&format!("{origin}/")).await;
+    assert_eq!(page.status, http::StatusCode::OK);
+    assert!(page.body.contains("demo@portcullis.local"), "{}", page.body);
+    // A wrong password does not sign in (the printed one is the real one).
+    let mut other = Browser::new();
+    let r = other
+        .sign_in(origin, "demo@portcullis.local", "not-the-password", "/")
+        .await;
+    assert!(!other.has_session(), "{}", r.location());
+}

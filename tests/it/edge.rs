@@ -653,17 +653,41 @@ async fn oidc_users_sign_in_through_the_edge(kind: Kind) {
     );
     assert_eq!(got.header("x-auth-request-groups"), Some("admins,staff"));
     assert_eq!(idp.counters().await["authorization_code"], 1);
-    // The IdP user signs out through the edge: the app is closed again.
+    // The same browser, asking as an API client, is let through now...
+    let json = [("accept", "application/json")];
+    let r = b.get_with(&site.url("/reports"), &json).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", site.logs());
+    // ...and the IdP user signs out through the edge: the same browser,
+    // with the cookies the sign-out left it, is refused again.
     let page = b.get(&site.url("/auth/signout")).await;
     let token = page.hidden("csrfToken").unwrap();
-    b.post_form(
-        &site.url("/auth/signout"),
-        &[("csrfToken", &token), ("callbackUrl", "/")],
-    )
-    .await;
-    let r = Browser::api().get(&site.url("/reports")).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(!b.has_session());
+    let r = b
+        .post_form(
+            &site.url("/auth/signout"),
+            &[("csrfToken", &token), ("callbackUrl", "/")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FOUND, "{}", r.body);
+    assert!(r.location().starts_with(&idp.issuer), "{}", r.location());
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("authjs.session-token=") && c.contains("Max-Age=0")),
+        "{:?}",
+        r.set_cookies()
+    );
+    assert!(!b.has_session(), "{:?}", b.jar);
+    let seen = site.app.count();
+    let r = b.get_with(&site.url("/reports"), &json).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    let r = b.get(&site.url("/reports")).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert!(r.location().contains("/auth/signin"), "{}", r.location());
+    assert_eq!(
+        site.app.count(),
+        seen,
+        "the app saw a request after sign-out"
+    );
 }
 
 #[tokio::test]

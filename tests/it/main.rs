@@ -19,6 +19,7 @@ mod jwt_bearer;
 mod observability;
 mod oidc;
 mod oidc_forged;
+mod oidc_provider_io;
 mod presets;
 mod proxy;
 mod redirects;

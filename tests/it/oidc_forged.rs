@@ -77,40 +77,79 @@ async fn a_good_token_signs_in_with_pkce_state_and_nonce() {
     assert_eq!(idp.token_calls(), 1);
 }
 
+/// The log written after `from` (bytes), once it shows `needle` (5 s at most).
+async fn log_after(pc: &Portcullis, from: usize, needle: &str) -> String {
+    for _ in 0..100 {
+        let tail = pc.logs().get(from..).unwrap_or("").to_string();
+        if tail.contains(needle) {
+            return tail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {needle:?} in the log after byte {from}:\n{}", pc.logs());
+}
+
 #[tokio::test]
 async fn forged_id_tokens_are_refused() {
     let (idp, pc) = setup("").await;
+    // Each case with the reason the refusal logs for it.
     let cases = [
-        ("wrong key", Scenario::WrongKey),
-        ("wrong aud", Scenario::Claim("aud", json!("someone-else"))),
+        ("wrong key", Scenario::WrongKey, "bad signature"),
+        (
+            "wrong aud",
+            Scenario::Claim("aud", json!("someone-else")),
+            "audience does not name this client",
+        ),
         (
             "extra untrusted aud",
             Scenario::Claim("aud", json!(["portcullis", "evil-client"])),
+            "audience does not name this client, or names untrusted ones",
         ),
-        ("wrong azp", Scenario::Claim("azp", json!("evil-client"))),
+        (
+            "wrong azp",
+            Scenario::Claim("azp", json!("evil-client")),
+            "azp \"evil-client\" is not this client",
+        ),
         (
             "wrong iss",
             Scenario::Claim("iss", json!("http://evil.example")),
+            "issuer \"http://evil.example\" is not the provider's",
         ),
-        ("expired", Scenario::Claim("exp", json!(1_000_000_000))),
         (
-            "issued in the future",
-            Scenario::Claim("iat", json!(4_000_000_000u64)),
+            "expired",
+            Scenario::Claim("exp", json!(1_000_000_000)),
+            "the ID token expired",
         ),
-        ("no nonce", Scenario::RemoveClaim("nonce")),
+        (
+            "the ID token was issued in the future",
+            Scenario::Claim("iat", json!(4_000_000_000u64)),
+            "the ID token was issued in the future",
+        ),
+        ("no nonce", Scenario::RemoveClaim("nonce"), "nonce mismatch"),
         (
             "other nonce",
             Scenario::Claim("nonce", json!("not-the-flows-nonce")),
+            "nonce mismatch",
         ),
-        ("no sub", Scenario::RemoveClaim("sub")),
-        ("alg none", Scenario::AlgNone),
+        (
+            "no sub",
+            Scenario::RemoveClaim("sub"),
+            "the ID token has no subject",
+        ),
+        (
+            "alg none",
+            Scenario::AlgNone,
+            "algorithm \"none\" is not allowed",
+        ),
         (
             "HS256 keyed with the client secret",
             Scenario::Hs256WithClientSecret,
+            "algorithm \"HS256\" is not allowed",
         ),
     ];
-    for (what, scenario) in cases {
+    for (what, scenario, reason) in cases {
         idp.set(scenario);
+        let from = pc.logs().len();
         let mut b = Browser::new();
         let r = sign_in(&pc, &mut b).await;
         assert_eq!(
@@ -121,11 +160,18 @@ async fn forged_id_tokens_are_refused() {
             r.body
         );
         assert!(!b.has_session(), "{what} produced a session");
+        let tail = log_after(&pc, from, "sign-in refused").await;
+        let line = tail
+            .lines()
+            .find(|l| l.contains("sign-in refused"))
+            .unwrap()
+            // A JSON log escapes the quotes a reason quotes.
+            .replace("\\\"", "\"");
+        assert!(
+            line.contains(&format!("invalid ID token: {reason}")),
+            "{what}: the refusal should say {reason:?}:\n{line}"
+        );
     }
-    assert!(
-        pc.log_shows("invalid ID token").await,
-        "the reason is logged"
-    );
 }
 
 #[tokio::test]
@@ -306,7 +352,7 @@ async fn a_provider_that_is_down_makes_readyz_fail_and_sign_in_503() {
 
 #[tokio::test]
 async fn sign_out_ends_the_session_at_the_provider_too() {
-    let (_idp, pc) = setup("").await;
+    let (idp, pc) = setup("").await;
     let mut b = Browser::new();
     sign_in(&pc, &mut b).await;
     let page = b.get(&pc.url("/auth/signout")).await;
@@ -322,10 +368,75 @@ async fn sign_out_ends_the_session_at_the_provider_too() {
     let q: std::collections::HashMap<_, _> = to.query_pairs().into_owned().collect();
     assert_eq!(q["post_logout_redirect_uri"], pc.url("/bye"));
     assert_eq!(q["client_id"], "portcullis");
-    // A cookie session does not carry the ~1 KB ID token: the client id
-    // names the RP instead (RP-Initiated Logout 1.0 §2).
-    assert!(!q.contains_key("id_token_hint"));
+    // A cookie session keeps its ID token in the sign-out-only cookie:
+    // the hint is the very token the provider issued.
+    assert_eq!(
+        q.get("id_token_hint"),
+        idp.issued().last(),
+        "{}",
+        r.location()
+    );
     assert!(!b.has_session());
+    assert!(b.jar.keys().all(|k| !k.contains("id-token")), "{:?}", b.jar);
+}
+
+/// Signs in at the fake IdP and signs out; returns the end-session query.
+async fn sign_out_query(
+    pc: &Portcullis,
+    b: &mut Browser,
+) -> std::collections::HashMap<String, String> {
+    let page = b.get(&pc.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    let r = b
+        .post_form(
+            &pc.url("/auth/signout"),
+            &[("csrfToken", &token), ("callbackUrl", "/bye")],
+        )
+        .await;
+    let to = url::Url::parse(r.location())
+        .unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.location()));
+    assert_eq!(to.path(), "/logout");
+    to.query_pairs().into_owned().collect()
+}
+
+/// The ID token cookie is bound to its session: another user's (copied
+/// into this browser) is never sent as this session's hint, and with
+/// `store_tokens: false` no ID token cookie is written at all.
+#[tokio::test]
+async fn the_id_token_cookie_serves_only_its_own_session() {
+    let (idp, pc) = setup("").await;
+    let mut fay = Browser::new();
+    assert_eq!(sign_in(&pc, &mut fay).await.location(), "/home");
+    let fays = fay.jar["authjs.id-token"].clone();
+
+    idp.set_user(
+        json!({"sub": "user-2", "email": "gus@example.com", "email_verified": true, "name": "Gus"}),
+    );
+    let mut gus = Browser::new();
+    assert_eq!(sign_in(&pc, &mut gus).await.location(), "/home");
+    let gus_token = idp.issued().last().cloned().unwrap();
+    // Gus's browser with Fay's ID token cookie: no hint, the client id only.
+    let mut mixed = Browser::new();
+    mixed.jar = gus.jar.clone();
+    mixed.jar.insert("authjs.id-token".into(), fays);
+    let q = sign_out_query(&pc, &mut mixed).await;
+    assert!(!q.contains_key("id_token_hint"), "{q:?}");
+    assert_eq!(q["client_id"], "portcullis");
+    // Gus's own browser gets his own hint.
+    let q = sign_out_query(&pc, &mut gus).await;
+    assert_eq!(q.get("id_token_hint"), Some(&gus_token));
+
+    let (_idp, lean) = setup("    store_tokens: false\n").await;
+    let mut b = Browser::new();
+    let r = sign_in(&lean, &mut b).await;
+    assert_eq!(r.location(), "/home");
+    assert!(
+        r.set_cookie("authjs.id-token").is_none(),
+        "{:?}",
+        r.set_cookies()
+    );
+    let q = sign_out_query(&lean, &mut b).await;
+    assert!(!q.contains_key("id_token_hint"), "{q:?}");
 }
 
 #[tokio::test]
@@ -389,4 +500,165 @@ async fn provider_redirects_are_never_followed() {
         Browser::api().get(&pc.url("/readyz")).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+/// `POST {base}/signin/{oidc}` without a CSRF token (or with a forged one,
+/// or with another browser's) is refused with MissingCSRF: no flow cookie,
+/// no trip to the provider, no session.
+#[tokio::test]
+async fn oidc_sign_in_without_csrf_starts_no_flow() {
+    let (idp, pc) = setup("").await;
+    let url = pc.url("/auth/signin/fake");
+    let other_token = {
+        let mut o = Browser::new();
+        o.get(&pc.url("/auth/signin"))
+            .await
+            .hidden("csrfToken")
+            .unwrap()
+    };
+    let mut b = Browser::new();
+    let r = b.post_form(&url, &[("callbackUrl", "/home")]).await;
+    let mut answers = vec![("no cookie, no token", r)];
+    let page = b.get(&pc.url("/auth/signin")).await;
+    assert!(page.hidden("csrfToken").is_some());
+    let r = b
+        .post_form(&url, &[("csrfToken", "0000"), ("callbackUrl", "/home")])
+        .await;
+    answers.push(("forged token", r));
+    let r = b
+        .post_form(
+            &url,
+            &[("csrfToken", &other_token), ("callbackUrl", "/home")],
+        )
+        .await;
+    answers.push(("another browser's token", r));
+    let r = b.post_form(&url, &[("callbackUrl", "/home")]).await;
+    answers.push(("cookie, no token", r));
+    for (what, r) in &answers {
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::FOUND, "/auth/error?error=MissingCSRF"),
+            "{what}: {}",
+            r.body
+        );
+        assert!(
+            r.set_cookies().iter().all(|c| !c.contains(".flow.")),
+            "{what} started a flow: {:?}",
+            r.set_cookies()
+        );
+    }
+    // Auth.js clients (X-Auth-Return-Redirect) get the same, as JSON.
+    let r = b
+        .post_form_with(
+            &url,
+            &[("callbackUrl", "/home")],
+            &[("x-auth-return-redirect", "1")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["url"], "/auth/error?error=MissingCSRF");
+    assert!(b.jar.keys().all(|k| !k.contains(".flow.")), "{:?}", b.jar);
+    assert!(!b.has_session());
+    assert_eq!(idp.token_calls(), 0);
+    assert!(pc.log_shows("refused: CSRF token missing or wrong").await);
+}
+
+/// Starts a sign-in with `callback` as it is posted; returns the answer.
+async fn post_start(pc: &Portcullis, b: &mut Browser, callback: &str) -> Resp {
+    let page = b.get(&pc.url("/auth/signin")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    b.post_form(
+        &pc.url("/auth/signin/fake"),
+        &[("csrfToken", &token), ("callbackUrl", callback)],
+    )
+    .await
+}
+
+/// The flow cookie is bounded in size: a same-origin `callbackUrl` over
+/// the flow's bound (1 KiB, src/authn/oauth.rs) or over the redirect
+/// policy's (4 KiB) is not stored; the flow still works and lands on the
+/// home page. A form over `limits.max_form_bytes` is a 413, with no flow.
+#[tokio::test]
+async fn oversized_callback_urls_are_refused_cleanly() {
+    let (_idp, pc) = setup("").await;
+    let home = pc.url("/");
+    for len in [1100usize, 5000] {
+        let callback = format!("/{}", "a".repeat(len));
+        let mut b = Browser::new();
+        let r = post_start(&pc, &mut b, &callback).await;
+        assert_eq!(r.status, StatusCode::FOUND, "{len}: {}", r.body);
+        let flow = r
+            .set_cookies()
+            .into_iter()
+            .find(|c| c.contains(".flow."))
+            .expect("a flow cookie");
+        assert!(
+            flow.len() < 1500,
+            "{len}: a flow cookie of {} bytes",
+            flow.len()
+        );
+        assert!(!flow.contains(&"a".repeat(100)));
+        let cb = authorize(&mut b, r.location()).await;
+        let r = b.get(&cb).await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::FOUND, home.as_str()),
+            "{len}: {}",
+            pc.logs()
+        );
+        assert!(b.has_session());
+    }
+    // Just under the bound, the target is kept.
+    let callback = format!("/{}", "b".repeat(1000));
+    let mut b = Browser::new();
+    let r = post_start(&pc, &mut b, &callback).await;
+    let cb = authorize(&mut b, r.location()).await;
+    assert_eq!(b.get(&cb).await.location(), callback);
+    // Over the form limit (16 KiB by default): refused before any flow.
+    let mut b = Browser::new();
+    let r = post_start(&pc, &mut b, &format!("/{}", "c".repeat(20_000))).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.set_cookies().iter().all(|c| !c.contains(".flow.")));
+    assert!(b.jar.keys().all(|k| !k.contains(".flow.")));
+}
+
+/// `cookies.max_flows`: a browser with more pending sign-ins than the
+/// bound loses the oldest (its callback fails cleanly); the others finish.
+#[tokio::test]
+async fn max_flows_evicts_the_oldest_flow_end_to_end() {
+    let idp = FakeIdp::start().await;
+    let pc = Portcullis::start(
+        Conf::default()
+            .provider(&idp.provider_yaml(""))
+            .extra("cookies:\n  max_flows: 2\n"),
+    )
+    .await;
+    wait_ready(&pc).await;
+    let mut b = Browser::new();
+    let mut callbacks = Vec::new();
+    for tab in ["/one", "/two", "/three"] {
+        let auth = start(&pc, &mut b, tab).await;
+        callbacks.push(authorize(&mut b, &auth).await);
+        // Flows started within one second sort by name otherwise.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let flows = b.jar.keys().filter(|k| k.contains(".flow.")).count();
+    assert_eq!(flows, 2, "{:?}", b.jar.keys().collect::<Vec<_>>());
+    let r = b.get(&callbacks[0]).await;
+    assert_eq!(r.location(), "/auth/error?error=OAuthCallbackError");
+    assert!(!b.has_session());
+    assert!(pc.log_shows("no pending sign-in for this state").await);
+    assert_eq!(
+        b.get(&callbacks[2]).await.location(),
+        "/three",
+        "{}",
+        pc.logs()
+    );
+    assert_eq!(
+        b.get(&callbacks[1]).await.location(),
+        "/two",
+        "{}",
+        pc.logs()
+    );
+    assert_eq!(idp.token_calls(), 2);
 }

@@ -498,3 +498,84 @@ async fn the_upstream_cannot_set_our_cookies() {
     );
     assert_eq!(b.jar["authjs.session-token"], session);
 }
+
+/// Response bodies stream: an upstream that sends a first chunk and then
+/// waits (here: until the client has that chunk, 10 s at most) gets the
+/// chunk to the client while it is still waiting. A proxy that buffered
+/// the whole response would deliver nothing until the upstream finished.
+#[tokio::test]
+async fn response_bodies_stream_before_the_upstream_finishes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed before sending a request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nc\r\nfirst-chunk\n\r\n",
+        )
+        .await
+        .unwrap();
+        s.flush().await.unwrap();
+        // Paused: the rest comes only once the client saw the first chunk.
+        let released = tokio::time::timeout(Duration::from_secs(10), release_rx)
+            .await
+            .is_ok();
+        let _ = s.write_all(b"b\r\nlast-chunk\n\r\n0\r\n\r\n").await;
+        let _ = done_tx.send(released);
+    });
+    let pc = Portcullis::start(Conf::default().upstream(&format!("http://{up_addr}"))).await;
+    let b = signed_in(&pc).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCookie: {}\r\n\r\n",
+        b.cookie_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first-chunk") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the first chunk did not arrive while the upstream paused; got {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            })
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&got).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("last-chunk"), "{text}");
+    release_tx.send(()).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), done_rx)
+            .await
+            .unwrap()
+            .unwrap(),
+        "the upstream was not released by the client"
+    );
+    while !String::from_utf8_lossy(&got).contains("\r\n0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the rest of the body")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("last-chunk"));
+}

@@ -329,3 +329,60 @@ async fn sessions_slide_after_update_age() {
     assert!(sc.contains("Expires="));
     assert_ne!(b.jar["authjs.session-token"], first);
 }
+
+/// `POST {base}/session` (Auth.js `update()`) without its CSRF token, or
+/// with another browser's, is refused with MissingCSRF and re-issues
+/// nothing; the same request with the token does re-issue.
+#[tokio::test]
+async fn session_update_without_csrf_is_refused_and_changes_nothing() {
+    let pc = Portcullis::start(Conf::default()).await;
+    let mut b = signed_in(&pc).await;
+    let before = b.jar["authjs.session-token"].clone();
+    let url = pc.url("/auth/session");
+    let json_body = |token: Option<&str>| {
+        let v = match token {
+            Some(t) => json!({"csrfToken": t, "data": {"name": "Mallory"}}),
+            None => json!({"data": {"name": "Mallory"}}),
+        };
+        ("application/json", v.to_string().into_bytes())
+    };
+    let other_token = Browser::api().get(&pc.url("/auth/csrf")).await.json()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = [
+        b.request(http::Method::POST, &url, &[], Some(json_body(None)))
+            .await,
+        b.request(
+            http::Method::POST,
+            &url,
+            &[],
+            Some(json_body(Some(&other_token))),
+        )
+        .await,
+        b.post_form(&url, &[]).await,
+        b.post_form(&url, &[("csrfToken", "0000")]).await,
+    ];
+    for (i, r) in refused.iter().enumerate() {
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "case {i}: {}", r.body);
+        assert!(r.body.contains("MissingCSRF"), "case {i}: {}", r.body);
+        assert!(
+            r.set_cookies().iter().all(|c| !c.contains("session-token")),
+            "case {i} touched the session: {:?}",
+            r.set_cookies()
+        );
+    }
+    assert_eq!(b.jar["authjs.session-token"], before, "session unchanged");
+    let s = b.get(&url).await.json();
+    assert_eq!(s["user"]["email"], ALICE.0);
+    // With this browser's own token, the same update goes through.
+    let csrf = b.get(&pc.url("/auth/csrf")).await.json()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = b
+        .request(http::Method::POST, &url, &[], Some(json_body(Some(&csrf))))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.set_cookie("authjs.session-token").is_some());
+}

@@ -365,3 +365,134 @@ async fn unknown_users_take_as_long_as_known_ones() {
         "known {k:.4}s vs unknown {u:.4}s (ratio {ratio:.2})"
     );
 }
+
+/// Every tag of an HTML page as (name, the tag's text up to its `>`).
+fn tags(page: &str) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    let mut rest = page;
+    while let Some(i) = rest.find('<') {
+        rest = &rest[i + 1..];
+        let end = rest.find('>').unwrap_or(rest.len());
+        let tag = &rest[..end];
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == ':')
+            .collect();
+        if !name.is_empty() {
+            out.push((name.to_ascii_lowercase(), tag));
+        }
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// The value of `attr="..."` or `attr='...'` in one tag.
+fn attr_value<'a>(tag: &'a str, attr: &str) -> Option<&'a str> {
+    for quote in ['"', '\''] {
+        let marker = format!(" {attr}={quote}");
+        if let Some(i) = tag.find(&marker) {
+            let v = &tag[i + marker.len()..];
+            return Some(&v[..v.find(quote).unwrap_or(v.len())]);
+        }
+    }
+    None
+}
+
+/// The sign-in, sign-out and error pages load nothing from elsewhere:
+/// a CSP of `default-src 'none'` (no script at all, inline styles and
+/// same-origin or data: images only, no framing), and HTML that names no
+/// script, stylesheet, image or frame by an http(s) or protocol-relative URL.
+#[tokio::test]
+async fn own_pages_carry_a_strict_csp_and_no_external_assets() {
+    let pc = Portcullis::start(Conf::default()).await;
+    let mut b = Browser::new();
+    let pages = [
+        "/auth/signin?callbackUrl=%2Fdash",
+        "/auth/signin?error=CredentialsSignin&code=credentials",
+        "/auth/signout",
+        "/auth/error?error=AccessDenied",
+        "/auth/error?error=Configuration",
+        "/auth/error?error=MissingCSRF",
+        "/auth/verify-request",
+        "/auth/no-such-page",
+    ];
+    for path in pages {
+        let r = b.get(&pc.url(path)).await;
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("text/html")),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        let csp = r
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"));
+        let directives: Vec<&str> = csp.split(';').map(str::trim).collect();
+        assert_eq!(directives[0], "default-src 'none'", "{path}: {csp}");
+        assert!(
+            directives.contains(&"frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        for d in &directives {
+            let name = d.split_whitespace().next().unwrap_or("");
+            assert!(
+                !matches!(
+                    name,
+                    "script-src" | "script-src-elem" | "connect-src" | "font-src"
+                ),
+                "{path}: {csp} allows {name}"
+            );
+            if matches!(name, "style-src" | "img-src") {
+                assert!(
+                    !d.contains("http") && !d.contains('*'),
+                    "{path}: {name} allows remote sources: {csp}"
+                );
+            }
+        }
+        let page = r.body.to_ascii_lowercase();
+        assert!(
+            page.contains("<html") || page.contains("<!doctype html"),
+            "{path}: {}",
+            r.body
+        );
+        for tag in [
+            "<script", "<link", "<iframe", "<object", "<embed", "@import",
+        ] {
+            assert!(!page.contains(tag), "{path} has {tag}: {}", r.body);
+        }
+        // What the page loads: any src-like attribute, and href on
+        // anything but a link the user follows (<a>, <form action>).
+        for (name, tag) in tags(&page) {
+            for attr in [
+                "src",
+                "srcset",
+                "poster",
+                "background",
+                "data",
+                "href",
+                "xlink:href",
+            ] {
+                if attr == "href" && name == "a" {
+                    continue;
+                }
+                if let Some(v) = attr_value(tag, attr) {
+                    let v = v.trim();
+                    assert!(
+                        !(v.starts_with("http:") || v.starts_with("https:") || v.starts_with("//")),
+                        "{path}: <{name} {attr}={v:?}> loads from elsewhere"
+                    );
+                }
+            }
+        }
+        let mut rest = page.as_str();
+        while let Some(i) = rest.find("url(") {
+            rest = &rest[i + 4..];
+            let v = rest.trim_start_matches(['"', '\'', ' ']);
+            assert!(
+                !(v.starts_with("http") || v.starts_with("//")),
+                "{path}: CSS url({}) points elsewhere",
+                &v[..v.len().min(40)]
+            );
+        }
+    }
+}

@@ -309,7 +309,7 @@ impl Portcullis {
     }
 
     /// Like [`Self::spawn`]; a start that fails gives its log.
-    async fn try_spawn(
+    pub async fn try_spawn(
         args: &[&str],
         env: &[(&str, &str)],
         dir: TempDir,
@@ -672,10 +672,15 @@ pub fn html_unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// An HTTP client that keeps cookies and never follows redirects.
+/// An HTTP client that keeps cookies and never follows redirects. Like a
+/// browser, it sends a cookie set with a `Path` other than `/` only to
+/// that path and below (RFC 6265 §5.1.4); cookies put in `jar` by hand go
+/// everywhere.
 pub struct Browser {
     client: HyperClient<HttpConnector, Full<Bytes>>,
     pub jar: BTreeMap<String, String>,
+    /// The `Path` of jar cookies set with one other than `/`.
+    pub paths: BTreeMap<String, String>,
     /// Sent as `Accept` unless a request sets its own.
     pub accept: &'static str,
 }
@@ -691,6 +696,7 @@ impl Browser {
         Browser {
             client: HyperClient::builder(TokioExecutor::new()).build_http(),
             jar: BTreeMap::new(),
+            paths: BTreeMap::new(),
             accept: "text/html,application/xhtml+xml,*/*;q=0.8",
         }
     }
@@ -704,8 +710,15 @@ impl Browser {
     }
 
     pub fn cookie_header(&self) -> String {
+        self.cookie_header_for("/")
+    }
+
+    /// The `Cookie` header a request to `path` carries: the jar's cookies
+    /// whose `Path` matches it.
+    pub fn cookie_header_for(&self, path: &str) -> String {
         self.jar
             .iter()
+            .filter(|(k, _)| self.paths.get(*k).is_none_or(|p| path_matches(path, p)))
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ")
@@ -725,12 +738,16 @@ impl Browser {
         {
             b = b.header("accept", self.accept);
         }
-        if !self.jar.is_empty()
+        let path = url::Url::parse(url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_else(|_| "/".into());
+        let cookie = self.cookie_header_for(&path);
+        if !cookie.is_empty()
             && !headers
                 .iter()
                 .any(|(k, _)| k.eq_ignore_ascii_case("cookie"))
         {
-            b = b.header("cookie", self.cookie_header());
+            b = b.header("cookie", cookie);
         }
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -760,10 +777,16 @@ impl Browser {
             let pair = sc.split(';').next().unwrap_or("");
             if let Some((n, v)) = pair.split_once('=') {
                 let cleared = sc.contains("Max-Age=0") || v.is_empty();
+                let n = n.trim();
                 if cleared {
-                    self.jar.remove(n.trim());
+                    self.jar.remove(n);
+                    self.paths.remove(n);
                 } else {
-                    self.jar.insert(n.trim().into(), v.into());
+                    self.jar.insert(n.into(), v.into());
+                    match cookie_path(sc) {
+                        Some(p) if p != "/" => self.paths.insert(n.into(), p.into()),
+                        _ => self.paths.remove(n),
+                    };
                 }
             }
         }
@@ -851,6 +874,21 @@ impl Browser {
     pub fn has_session(&self) -> bool {
         self.jar.keys().any(|k| k.contains("session-token"))
     }
+}
+
+/// The `Path` attribute of a `Set-Cookie` line.
+pub fn cookie_path(set_cookie: &str) -> Option<&str> {
+    set_cookie.split(';').skip(1).find_map(|a| {
+        let (k, v) = a.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("path").then(|| v.trim())
+    })
+}
+
+/// RFC 6265 §5.1.4: whether a request to `path` gets a cookie of `cookie_path`.
+pub fn path_matches(path: &str, cookie_path: &str) -> bool {
+    path == cookie_path
+        || (path.starts_with(cookie_path)
+            && (cookie_path.ends_with('/') || path[cookie_path.len()..].starts_with('/')))
 }
 
 /// Runs a Node fixture script with `input` on stdin; (exit code, stdout, stderr).

@@ -101,20 +101,97 @@ pub struct State {
     /// Every ID token handed out, in order.
     pub issued: Vec<String>,
     pub user: Value,
+    /// Claims only userinfo answers (never in the ID token).
+    pub userinfo_only: Value,
     pub token_calls: usize,
+    /// Requests by path.
+    pub calls: HashMap<String, usize>,
+    /// Filler bytes added to the JSON answer of a path.
+    pub pad: HashMap<String, usize>,
 }
 
 pub struct FakeIdp {
     pub addr: SocketAddr,
     pub issuer: String,
     pub state: Arc<Mutex<State>>,
+    /// The plain HTTP twin of a TLS IdP.
+    plain: Option<SocketAddr>,
+}
+
+/// Serves the IdP on `listener` (behind TLS when given), in the background.
+fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    st: Arc<Mutex<State>>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let st = st.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(req, st.clone()));
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                        }
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            });
+        }
+    });
 }
 
 impl FakeIdp {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, None).await
+    }
+
+    /// On a port chosen beforehand (e.g. one Portcullis was already told);
+    /// `None` if the port is taken.
+    pub async fn start_at(port: u16) -> Option<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.ok()?;
+        Some(Self::serve(listener, None).await)
+    }
+
+    /// Behind TLS with `cert`/`key` (PEM files): the issuer is
+    /// `https://127.0.0.1:<port>`. The browser's leg (the authorization
+    /// endpoint) is also served over plain HTTP at [`Self::plain_url`].
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))),
+        )
+        .await
+    }
+
+    async fn serve(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let addr = listener.local_addr().unwrap();
-        let issuer = format!("http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = format!("{scheme}://{addr}");
         let state = Arc::new(Mutex::new(State {
             issuer: issuer.clone(),
             keys: vec![Key::new("k1")],
@@ -122,28 +199,62 @@ impl FakeIdp {
             pending: HashMap::new(),
             issued: Vec::new(),
             user: json!({"sub": "user-1", "email": "fay@example.com", "email_verified": true, "name": "Fay Kidd", "groups": ["staff"]}),
+            userinfo_only: json!({}),
             token_calls: 0,
+            calls: HashMap::new(),
+            pad: HashMap::new(),
         }));
-        let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, st.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let plain = if tls.is_some() {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let plain = l.local_addr().unwrap();
+            accept_loop(l, None, state.clone());
+            Some(plain)
+        } else {
+            None
+        };
+        accept_loop(listener, tls, state.clone());
         FakeIdp {
             addr,
             issuer,
             state,
+            plain,
         }
+    }
+
+    /// Where a browser reaches the IdP: the issuer, or for a TLS IdP its
+    /// plain HTTP twin (the test client speaks plain HTTP only).
+    pub fn plain_url(&self) -> String {
+        match self.plain {
+            Some(a) => format!("http://{a}"),
+            None => self.issuer.clone(),
+        }
+    }
+
+    /// Claims that userinfo answers on top of the user's, and that the ID
+    /// token never carries.
+    pub fn set_userinfo_only(&self, claims: Value) {
+        self.state.lock().unwrap().userinfo_only = claims;
+    }
+
+    /// Requests so far to `path` (`/.well-known/openid-configuration`,
+    /// `/jwks`, `/userinfo`, `/token`, ...).
+    pub fn calls(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Pads the JSON answer of `path` with `bytes` of filler (0: none).
+    pub fn pad(&self, path: &str, bytes: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .pad
+            .insert(path.to_string(), bytes);
     }
 
     pub fn set(&self, s: Scenario) {
@@ -256,11 +367,21 @@ async fn handle(
         url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
-    let issuer = st.lock().unwrap().issuer.clone();
+    let (issuer, pad) = {
+        let mut s = st.lock().unwrap();
+        *s.calls.entry(path.clone()).or_default() += 1;
+        (s.issuer.clone(), s.pad.get(&path).copied().unwrap_or(0))
+    };
+    let padded = |mut v: Value| {
+        if pad > 0 {
+            v["x_padding"] = json!("p".repeat(pad));
+        }
+        v
+    };
     let r = match path.as_str() {
         "/.well-known/openid-configuration" => reply(
             StatusCode::OK,
-            json!({
+            padded(json!({
                 "issuer": issuer,
                 "authorization_endpoint": format!("{issuer}/authorize"),
                 "token_endpoint": format!("{issuer}/token"),
@@ -269,13 +390,13 @@ async fn handle(
                 "end_session_endpoint": format!("{issuer}/logout"),
                 "id_token_signing_alg_values_supported": ["ES256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"],
-            }),
+            })),
         ),
         "/jwks" => {
             let s = st.lock().unwrap();
             reply(
                 StatusCode::OK,
-                json!({"keys": s.keys.iter().map(Key::jwk).collect::<Vec<_>>()}),
+                padded(json!({"keys": s.keys.iter().map(Key::jwk).collect::<Vec<_>>()})),
             )
         }
         "/authorize" => {
@@ -311,7 +432,13 @@ async fn handle(
             token(&st, &form, &auth).await
         }
         "/userinfo" => {
-            let user = st.lock().unwrap().user.clone();
+            let s = st.lock().unwrap();
+            let mut user = s.user.clone();
+            if let (Some(u), Some(only)) = (user.as_object_mut(), s.userinfo_only.as_object()) {
+                for (k, v) in only {
+                    u.insert(k.clone(), v.clone());
+                }
+            }
             reply(StatusCode::OK, user)
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
