@@ -139,7 +139,7 @@ impl Store {
     pub fn stats(&self) -> &crate::metrics::Dependency {
         match self {
             Store::Redis(r) => &r.stats,
-            Store::Sql(s) => &s.stats,
+            Store::Sql(s) => s.stats.as_ref(),
         }
     }
 }

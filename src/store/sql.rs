@@ -15,6 +15,7 @@
 //! timeout; conflicts of any dialect (unique races, deadlocks, busy) are
 //! retried a bounded number of times.
 
+mod lookup;
 pub mod schema;
 
 use std::sync::Arc;
@@ -71,7 +72,6 @@ pub enum SessionIndex {
 
 /// Every statement, in the pool's dialect, rendered once.
 struct Statements {
-    session_get: SqlText,
     session_touch: SqlText,
     session_insert: SqlText,
     session_save: SqlText,
@@ -147,7 +147,6 @@ impl Statements {
             }
         };
         Statements {
-            session_get: r("SELECT data FROM sessions WHERE session_token = ? AND expires > ?"),
             session_touch: r("UPDATE sessions SET expires = ? WHERE session_token = ?"),
             session_insert: r(
                 "INSERT INTO sessions (session_token, user_id, user_key, subject_key, data, created_at, expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -246,8 +245,10 @@ pub struct Sql {
     healthy: AtomicBool,
     /// SQLite: one multi-statement writer of this process at a time.
     writer: tokio::sync::Mutex<()>,
+    /// Session reads, batched (started on first use, inside the runtime).
+    lookups: std::sync::OnceLock<lookup::Lookups>,
     /// Query latency and failures, for `/metrics`.
-    pub stats: crate::metrics::Dependency,
+    pub stats: Arc<crate::metrics::Dependency>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -354,6 +355,7 @@ impl Sql {
             schema_ok: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
             writer: tokio::sync::Mutex::new(()),
+            lookups: std::sync::OnceLock::new(),
             stats: Default::default(),
         })
     }
@@ -597,17 +599,20 @@ impl Sql {
         hash: &str,
         now: UnixTime,
     ) -> Result<Option<String>, StoreError> {
-        let row = self
-            .run(
-                self.q(&self.st.session_get)
-                    .bind(hash)
-                    .bind(now as i64)
-                    .fetch_optional(&self.pool),
-            )
-            .await?;
-        row.map(|r| r.try_get::<String, _>(0))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        if !self.schema_ok.load(Ordering::Relaxed) {
+            return Err(unavailable("the database schema is not ready"));
+        }
+        self.lookups
+            .get_or_init(|| {
+                lookup::Lookups::start(
+                    self.pool.clone(),
+                    self.kind,
+                    self.timeout,
+                    self.stats.clone(),
+                )
+            })
+            .get(hash, now as i64)
+            .await
     }
 
     pub async fn session_touch(&self, hash: &str, expires: UnixTime) -> Result<(), StoreError> {

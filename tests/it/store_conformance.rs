@@ -163,6 +163,53 @@ async fn signout_kills_cookie(kind: StoreKind) {
     assert_eq!(live_sessions(&mut store).await, 0, "{}", store.dump().await);
 }
 
+/// Many requests at once, several of one session and several of another,
+/// with forged ids among them: each gets its own user or none (a store may
+/// answer parallel reads together, never mixed up or dropped).
+async fn parallel_reads_each_get_their_own_session(kind: StoreKind) {
+    let _store = TestStore::fresh(kind).await;
+    let up = Upstream::start().await;
+    let pc = start(db_conf(&_store).upstream(&up.url())).await;
+    let alice = signed_in(&pc, ALICE.0).await;
+    let bob = signed_in(&pc, BOB.0).await;
+    let before = up.count();
+    for round in 0..3 {
+        let tasks: Vec<_> = (0..96)
+            .map(|i| {
+                let url = pc.url(&format!("/app/{round}/{i}"));
+                let mut c = Browser::api();
+                c.jar = match i % 3 {
+                    0 => alice.jar.clone(),
+                    1 => bob.jar.clone(),
+                    _ => {
+                        let mut forged = alice.jar.clone();
+                        let id = forged[COOKIE].clone();
+                        forged.insert(COOKIE.into(), format!("{}{}", "Z".repeat(43), &id[43..]));
+                        forged
+                    }
+                };
+                tokio::spawn(async move { (i, c.get(&url).await.status) })
+            })
+            .collect();
+        for t in tasks {
+            let (i, status) = t.await.unwrap();
+            let want = if i % 3 == 2 {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
+            assert_eq!(status, want, "request {i} of round {round}\n{}", pc.logs());
+        }
+    }
+    let reqs = up.requests.lock().unwrap()[before..].to_vec();
+    assert_eq!(reqs.len(), 3 * 64, "only signed-in requests reach the app");
+    for r in reqs {
+        let i: usize = r.uri.rsplit('/').next().unwrap().parse().unwrap();
+        let want = if i % 3 == 0 { ALICE.0 } else { BOB.0 };
+        assert_eq!(r.header("x-auth-request-email"), Some(want), "{}", r.uri);
+    }
+}
+
 /// Two instances on one store: a sign-in on one is one on the other; a
 /// sign-out on one is seen by the other.
 async fn two_instances_share_sessions(kind: StoreKind) {
@@ -985,6 +1032,7 @@ macro_rules! common {
     ($kind:expr) => {
         tests!($kind;
             signout_kills_cookie,
+            parallel_reads_each_get_their_own_session,
             two_instances_share_sessions,
             signout_everywhere_and_cli,
             oidc_one_user_one_account,
