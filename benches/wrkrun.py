@@ -602,6 +602,22 @@ def report(argv: list[str]) -> int:
         out.append(f"| forward-auth `database` / `jwt` req/s, {meta.get('conns', '?')} connections | "
                    f"{q:.2f} ({fadb['rps']:,.0f} / {fa['rps']:,.0f}{' medians' if each else ''}{each}) | "
                    f"≥ 0.80 | {verdict(q >= 0.80)} |")
+    # 6c-6e: each SQL store against Redis (6b), measured in alternation
+    def vs_redis(key: str) -> tuple[float, str] | None:
+        r = by.get(key)
+        if not (r and fadb):
+            return None
+        q = r["rps"] / fadb["rps"]
+        pairs = list(zip([x["rps"] for x in runs if x.get("key") == "fa-db"],
+                         [x["rps"] for x in runs if x.get("key") == key]))
+        each = ("; each pair: " + ", ".join(f"{s / d:.2f}" for d, s in pairs)) if len(pairs) > 1 else ""
+        return q, f"{q:.2f} ({r['rps']:,.0f} / {fadb['rps']:,.0f}{' medians' if each else ''}{each})"
+
+    for key, store in (("fa-db-pg", "PostgreSQL"), ("fa-db-sqlite", "SQLite")):
+        v = vs_redis(key)
+        if v:
+            out.append(f"| forward-auth `database` {store} / Redis req/s, {meta.get('conns', '?')} connections | "
+                       f"{v[1]} | ≥ 0.60 | {verdict(v[0] >= 0.60)} |")
     if fa and aj:
         q = fa["rps"] / aj["rps"]
         out.append(f"| Portcullis forward-auth (`jwt`) / Auth.js `GET /auth/session` req/s | "
@@ -644,6 +660,26 @@ def report(argv: list[str]) -> int:
         out.append(f"- CPU per forward-auth request: `jwt` {a:.1f} µs (Portcullis), `database` {b:.1f} µs "
                    f"(Portcullis {cpu_us(fadb, 'portcullis'):.1f} + Redis {cpu_us(fadb, 'redis'):.1f}): "
                    f"`jwt` / `database` {a / b:.2f}")
+    v = vs_redis("fa-db-mysql")
+    if v:
+        out.append(f"- forward-auth `database` {meta.get('mysql_name', 'MySQL/MariaDB')} / Redis req/s: {v[1]}")
+    stores = [(k, s, l) for k, s, l in (("fa-db", "Redis", "redis"), ("fa-db-pg", "PostgreSQL", "postgres"),
+                                        ("fa-db-mysql", meta.get("mysql_name", "MySQL/MariaDB"),
+                                         meta.get("mysql_name", "mysql").lower()),
+                                        ("fa-db-sqlite", "SQLite", None)) if k in by]
+    if len(stores) > 1 and all(by[k]["cpu_pct"].get("portcullis") for k, _, _ in stores):
+        parts = []
+        for k, store, label in stores:
+            r = by[k]
+            if label and label in r["cpu_pct"]:
+                parts.append(f"{store} {cpu_us(r, 'portcullis', label):.1f} µs (Portcullis "
+                             f"{cpu_us(r, 'portcullis'):.1f} + {store} {cpu_us(r, label):.1f})")
+            else:
+                parts.append(f"{store} {cpu_us(r, 'portcullis'):.1f} µs (Portcullis"
+                             + (", SQLite inside it)" if label is None else " only)"))
+        out.append("- CPU per forward-auth request with a `database` session, by store: " + ", ".join(parts)
+                   + "; wrk: " + ", ".join(f"{store} {cpu_us(by[k], 'wrk'):.1f}" for k, store, _ in stores)
+                   + " µs")
     q("nginx-auth", "nginx-proxy", "nginx `auth_request` + Portcullis / nginx `proxy_pass` alone")
     q("pc-proxy-jwt", "nginx-proxy", "Portcullis proxy (`jwt` session) / nginx `proxy_pass` (no auth)")
     q("pc-proxy-jwt", "nginx-auth", "Portcullis proxy (`jwt`) / nginx `auth_request` + Portcullis")
