@@ -568,12 +568,7 @@ impl Sql {
         for (i, stmt) in self.st.sweep.iter().enumerate() {
             let cutoff = if i == 2 { now_ms } else { now };
             for _ in 0..100 {
-                let n = {
-                    let _w = self.write_guard().await;
-                    self.run(self.q(stmt).bind(cutoff).bind(batch).execute(&self.pool))
-                        .await?
-                        .rows_affected()
-                };
+                let n = self.write(self.q(stmt).bind(cutoff).bind(batch)).await?;
                 total += n;
                 if n < self.sweep_batch as u64 {
                     break;
@@ -582,6 +577,15 @@ impl Sql {
             }
         }
         Ok(total)
+    }
+
+    /// Runs one writing statement (SQLite: under this process's writer
+    /// lock); how many rows it changed.
+    async fn write(&self, q: Query<'_, Any, AnyArguments>) -> Result<u64, StoreError> {
+        let _w = self.write_guard().await;
+        self.run(q.execute(&self.pool))
+            .await
+            .map(|r| r.rows_affected())
     }
 
     /// SQLite: hold this process's writer lock (other dialects: nothing).
@@ -616,20 +620,17 @@ impl Sql {
     }
 
     pub async fn session_touch(&self, hash: &str, expires: UnixTime) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
+        self.write(
             self.q(&self.st.session_touch)
                 .bind(expires as i64)
-                .bind(hash)
-                .execute(&self.pool),
+                .bind(hash),
         )
         .await
         .map(|_| ())
     }
 
     pub async fn session_insert(&self, s: &NewSession<'_>) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
+        self.write(
             self.q(&self.st.session_insert)
                 .bind(s.token_hash)
                 .bind(s.user_id)
@@ -637,8 +638,7 @@ impl Sql {
                 .bind(s.subject_key)
                 .bind(s.data)
                 .bind(s.created as i64)
-                .bind(s.expires as i64)
-                .execute(&self.pool),
+                .bind(s.expires as i64),
         )
         .await
         .map(|_| ())
@@ -651,27 +651,18 @@ impl Sql {
         data: &str,
         now: UnixTime,
     ) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
+        self.write(
             self.q(&self.st.session_save)
                 .bind(data)
                 .bind(hash)
-                .bind(now as i64)
-                .execute(&self.pool),
+                .bind(now as i64),
         )
         .await
         .map(|_| ())
     }
 
     pub async fn session_delete(&self, hash: &str) -> Result<u64, StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
-            self.q(&self.st.session_delete)
-                .bind(hash)
-                .execute(&self.pool),
-        )
-        .await
-        .map(|r| r.rows_affected())
+        self.write(self.q(&self.st.session_delete).bind(hash)).await
     }
 
     /// Ends every session under one index key; how many.
@@ -680,10 +671,7 @@ impl Sql {
             SessionIndex::User => &self.st.sessions_delete_user,
             SessionIndex::Subject => &self.st.sessions_delete_subject,
         };
-        let _w = self.write_guard().await;
-        self.run(self.q(stmt).bind(key).execute(&self.pool))
-            .await
-            .map(|r| r.rows_affected())
+        self.write(self.q(stmt).bind(key)).await
     }
 
     pub async fn sessions_list(
@@ -732,14 +720,12 @@ impl Sql {
         data: &str,
         expires: UnixTime,
     ) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
+        self.write(
             self.q(&self.st.vt_insert)
                 .bind(identifier)
                 .bind(token_hash)
                 .bind(data)
-                .bind(expires as i64)
-                .execute(&self.pool),
+                .bind(expires as i64),
         )
         .await
         .map(|_| ())
@@ -766,15 +752,9 @@ impl Sql {
         let expires: i64 = row
             .try_get(1)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _w = self.write_guard().await;
         let deleted = self
-            .run(
-                self.q(&self.st.vt_delete)
-                    .bind(token_hash)
-                    .execute(&self.pool),
-            )
-            .await?
-            .rows_affected();
+            .write(self.q(&self.st.vt_delete).bind(token_hash))
+            .await?;
         Ok((deleted == 1 && expires > now as i64).then_some(data))
     }
 
@@ -829,14 +809,12 @@ impl Sql {
         counter: i64,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
+        self.write(
             self.q(&self.st.kv_set)
                 .bind(name)
                 .bind(value)
                 .bind(counter)
-                .bind(Self::now_ms().saturating_add(ttl_ms))
-                .execute(&self.pool),
+                .bind(Self::now_ms().saturating_add(ttl_ms)),
         )
         .await
         .map(|_| ())
@@ -845,7 +823,6 @@ impl Sql {
     /// Sets `name` to `value` unless a live entry holds it: whether we
     /// hold it now (a lock).
     pub async fn set_nx(&self, name: &str, value: &str, ttl_ms: i64) -> Result<bool, StoreError> {
-        let _w = self.write_guard().await;
         let now = Self::now_ms();
         let mut st = self
             .q(&self.st.kv_set_nx)
@@ -856,7 +833,7 @@ impl Sql {
         if self.kind == SqlKind::MySql {
             st = st.bind(now);
         }
-        self.run(st.execute(&self.pool)).await?;
+        self.write(st).await?;
         let row = self
             .run(
                 self.q(&self.st.kv_value)
@@ -870,23 +847,16 @@ impl Sql {
     }
 
     pub async fn kv_del(&self, name: &str) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(self.q(&self.st.kv_del).bind(name).execute(&self.pool))
+        self.write(self.q(&self.st.kv_del).bind(name))
             .await
             .map(|_| ())
     }
 
     /// Deletes `name` only while it still holds `value` (a lock's release).
     pub async fn kv_del_if(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        let _w = self.write_guard().await;
-        self.run(
-            self.q(&self.st.kv_del_if)
-                .bind(name)
-                .bind(value)
-                .execute(&self.pool),
-        )
-        .await
-        .map(|_| ())
+        self.write(self.q(&self.st.kv_del_if).bind(name).bind(value))
+            .await
+            .map(|_| ())
     }
 
     // ---- sets (the token deny list) -------------------------------------
