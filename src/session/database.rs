@@ -132,7 +132,7 @@ impl DatabaseStore {
     /// The sealed record stored under `hash`, if live.
     async fn read(&self, hash: &str) -> Result<Option<String>, StoreError> {
         match &self.store {
-            Store::Redis(r) => r.cmd(redis::cmd("GET").arg(self.session_key(hash))).await,
+            Store::Redis(r) => r.get(self.session_key(hash)).await,
             Store::Sql(s) => s.session_get(hash, self.clock.now()).await,
         }
     }

@@ -4,8 +4,8 @@
 //! has a time limit; any failure is `StoreError::Unavailable` (the caller
 //! fails closed). A background ping keeps `/readyz` honest.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -85,6 +85,24 @@ impl Op<'_> {
     }
 }
 
+/// A request waiting for its part of a batched read.
+type Waiter = tokio::sync::oneshot::Sender<Result<Option<String>, StoreError>>;
+
+/// Reads of concurrent requests, gathered into one `MGET` (standalone and
+/// Sentinel; a cluster reads key by key, as keys live in different slots).
+/// Each read is still sent after its request asked for it: nothing is
+/// cached; only the round trip is shared.
+#[derive(Default)]
+struct Gets {
+    queue: std::sync::Mutex<Vec<(String, Waiter)>>,
+}
+
+impl Gets {
+    fn take(&self) -> Vec<(String, Waiter)> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 pub struct Redis {
     kind: Kind,
     conn: ArcSwapOption<Conn>,
@@ -94,6 +112,7 @@ pub struct Redis {
     healthy: AtomicBool,
     /// Command latency and failures, for `/metrics`.
     pub stats: crate::metrics::Dependency,
+    gets: Gets,
 }
 
 fn tls_certs(cfg: &StoreConfig) -> Result<TlsCertificates, String> {
@@ -202,6 +221,7 @@ impl Redis {
             timeout: cfg.timeout,
             healthy: AtomicBool::new(false),
             stats: Default::default(),
+            gets: Gets::default(),
         })
     }
 
@@ -300,6 +320,71 @@ impl Redis {
 
     pub async fn cmd<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
         self.run(&Op::Cmd(cmd)).await
+    }
+
+    /// `GET key`, sent with the reads other requests make at the same
+    /// moment: one `MGET`, one round trip (standalone and Sentinel). The
+    /// read is sent after the caller asked; it fails closed like
+    /// [`Self::cmd`] (the batch's one time limit applies).
+    pub async fn get(self: &Arc<Self>, key: String) -> Result<Option<String>, StoreError> {
+        if self.is_cluster() {
+            return self.cmd(redis::cmd("GET").arg(key)).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let first = {
+            let mut queue = self
+                .gets
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.push((key, tx));
+            queue.len() == 1
+        };
+        if first {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.flush_gets().await });
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(unavailable("the batched read was dropped")))
+    }
+
+    /// Sends the waiting reads as one `MGET` and hands each its value.
+    async fn flush_gets(&self) {
+        // Let the requests that are ready now join this batch.
+        tokio::task::yield_now().await;
+        let batch = self.gets.take();
+        if batch.is_empty() {
+            return;
+        }
+        let mut cmd = redis::cmd("MGET");
+        for (key, _) in &batch {
+            cmd.arg(key);
+        }
+        match self.cmd::<Vec<Option<Vec<u8>>>>(&cmd).await {
+            Ok(values) if values.len() == batch.len() => {
+                for ((_, waiter), v) in batch.into_iter().zip(values) {
+                    let v = v
+                        .map(String::from_utf8)
+                        .transpose()
+                        .map_err(|_| StoreError::Corrupt("a session record is not UTF-8".into()));
+                    let _ = waiter.send(v);
+                }
+            }
+            Ok(values) => {
+                let why = format!("MGET of {} keys answered {}", batch.len(), values.len());
+                for (_, waiter) in batch {
+                    let _ = waiter.send(Err(StoreError::Corrupt(why.clone())));
+                }
+            }
+            Err(e) => {
+                let why = match e {
+                    StoreError::Unavailable(m) | StoreError::Corrupt(m) => m,
+                };
+                for (_, waiter) in batch {
+                    let _ = waiter.send(Err(unavailable(&why)));
+                }
+            }
+        }
     }
 
     pub async fn pipe<T: FromRedisValue + Send>(&self, pipe: &Pipeline) -> Result<T, StoreError> {

@@ -131,6 +131,50 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
 }
 
 #[tokio::test]
+async fn concurrent_reads_each_get_their_own_session() {
+    // Concurrent requests share Redis round trips (one MGET): each must
+    // still see its own record, a signed-out one none.
+    let redis = RedisServer::start(RedisOpts::default());
+    let pc = Portcullis::start(db_conf(&redis.url())).await;
+    wait_ready(&pc, StatusCode::OK).await;
+    let alice = signed_in(&pc, ALICE.0).await;
+    let bob = signed_in(&pc, BOB.0).await;
+    let mut gone = signed_in(&pc, ALICE.0).await;
+    let gone_jar = gone.jar.clone();
+    let page = gone.get(&pc.url("/auth/signout")).await;
+    let token = page.hidden("csrfToken").unwrap();
+    gone.post_form(
+        &pc.url("/auth/signout"),
+        &[("csrfToken", &token), ("callbackUrl", "/")],
+    )
+    .await;
+    let url = pc.url("/auth/session");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let (jar, want) = match i % 3 {
+            0 => (alice.jar.clone(), serde_json::json!(ALICE.0)),
+            1 => (bob.jar.clone(), serde_json::json!(BOB.0)),
+            _ => (gone_jar.clone(), serde_json::Value::Null),
+        };
+        let url = url.clone();
+        tasks.spawn(async move {
+            let mut b = Browser::api();
+            b.jar = jar;
+            let got = b.get(&url).await.json();
+            let email = got
+                .get("user")
+                .map(|u| u["email"].clone())
+                .unwrap_or(serde_json::Value::Null);
+            (email, want)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (got, want) = r.unwrap();
+        assert_eq!(got, want, "{}", pc.logs());
+    }
+}
+
+#[tokio::test]
 async fn two_replicas_share_sessions_and_sign_outs() {
     let redis = RedisServer::start(RedisOpts::default());
     let a = Portcullis::start(db_conf(&redis.url())).await;
