@@ -159,7 +159,7 @@ impl DatabaseStore {
         let slot =
             &self.opened[usize::from_str_radix(&hash[..8], 16).unwrap_or(0) % self.opened.len()];
         if let Some(hit) = slot.load().as_ref()
-            && hit.0 == sealed
+            && crate::crypto::ct_eq(hit.0.as_bytes(), sealed.as_bytes())
         {
             return Some(hit.1.clone());
         }
