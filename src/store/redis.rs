@@ -94,6 +94,10 @@ type Waiter = tokio::sync::oneshot::Sender<Result<Option<String>, StoreError>>;
 /// cached; only the round trip is shared.
 #[derive(Default)]
 struct Gets {
+    // Held only to push one read or take the batch, never across an
+    // `.await`: a tokio Mutex would cost an allocation-heavy async lock on
+    // every request for nothing.
+    #[allow(clippy::disallowed_types)]
     queue: std::sync::Mutex<Vec<(String, Waiter)>>,
 }
 

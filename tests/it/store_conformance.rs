@@ -205,7 +205,7 @@ async fn parallel_reads_each_get_their_own_session(kind: StoreKind) {
     assert_eq!(reqs.len(), 3 * 64, "only signed-in requests reach the app");
     for r in reqs {
         let i: usize = r.uri.rsplit('/').next().unwrap().parse().unwrap();
-        let want = if i % 3 == 0 { ALICE.0 } else { BOB.0 };
+        let want = if i.is_multiple_of(3) { ALICE.0 } else { BOB.0 };
         assert_eq!(r.header("x-auth-request-email"), Some(want), "{}", r.uri);
     }
 }
