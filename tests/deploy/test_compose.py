@@ -289,7 +289,7 @@ def test_config_fits_the_compose_file(recipe):
     assert cfg["listen"] == "0.0.0.0:4180", "a container listens on every interface"
     # Revocable sessions in the recipe's own Redis.
     assert cfg["session"]["strategy"] == "database"
-    assert urlsplit(cfg["store"]["redis_url"]).hostname == "redis"
+    assert urlsplit(cfg["store"]["url"]).hostname == "redis"
     assert c["services"]["redis"]["image"].startswith("redis:")
     # The browser's URL is the edge's published port on a *.localhost name.
     public = urlsplit(cfg["public_url"])
