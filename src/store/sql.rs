@@ -277,6 +277,17 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 const ATTEMPTS: usize = 8;
 
+/// A `portcullis_kv` name as stored: names longer than MySQL's indexed
+/// column (a counter keyed by a long e-mail address a client typed) go
+/// in as their hash, so no input can make a write fail (and sign-in 503).
+fn kv_name(name: &str) -> String {
+    if name.len() <= 200 {
+        name.to_string()
+    } else {
+        format!("sha256:{}", crate::crypto::sha256_hex(name.as_bytes()))
+    }
+}
+
 fn sqlite_url(url: &str) -> Result<String, String> {
     let path = url
         .strip_prefix("sqlite://")
@@ -768,7 +779,7 @@ impl Sql {
         self.run(async {
             let mut tx = self.pool.begin().await?;
             self.q(&self.st.kv_incr)
-                .bind(name)
+                .bind(kv_name(name))
                 .bind(now.saturating_add(window_ms))
                 .bind(now)
                 .bind(now)
@@ -776,7 +787,7 @@ impl Sql {
                 .await?;
             let n: i64 = self
                 .q(&self.st.kv_counter)
-                .bind(name)
+                .bind(kv_name(name))
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get(0)?;
@@ -792,7 +803,7 @@ impl Sql {
         let row = self
             .run(
                 self.q(&self.st.kv_ttl)
-                    .bind(name)
+                    .bind(kv_name(name))
                     .bind(now)
                     .fetch_optional(&self.pool),
             )
@@ -811,7 +822,7 @@ impl Sql {
     ) -> Result<(), StoreError> {
         self.write(
             self.q(&self.st.kv_set)
-                .bind(name)
+                .bind(kv_name(name))
                 .bind(value)
                 .bind(counter)
                 .bind(Self::now_ms().saturating_add(ttl_ms)),
@@ -826,7 +837,7 @@ impl Sql {
         let now = Self::now_ms();
         let mut st = self
             .q(&self.st.kv_set_nx)
-            .bind(name)
+            .bind(kv_name(name))
             .bind(value)
             .bind(now.saturating_add(ttl_ms))
             .bind(now);
@@ -837,7 +848,7 @@ impl Sql {
         let row = self
             .run(
                 self.q(&self.st.kv_value)
-                    .bind(name)
+                    .bind(kv_name(name))
                     .bind(now)
                     .fetch_optional(&self.pool),
             )
@@ -847,14 +858,14 @@ impl Sql {
     }
 
     pub async fn kv_del(&self, name: &str) -> Result<(), StoreError> {
-        self.write(self.q(&self.st.kv_del).bind(name))
+        self.write(self.q(&self.st.kv_del).bind(kv_name(name)))
             .await
             .map(|_| ())
     }
 
     /// Deletes `name` only while it still holds `value` (a lock's release).
     pub async fn kv_del_if(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.write(self.q(&self.st.kv_del_if).bind(name).bind(value))
+        self.write(self.q(&self.st.kv_del_if).bind(kv_name(name)).bind(value))
             .await
             .map(|_| ())
     }

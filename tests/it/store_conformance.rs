@@ -673,6 +673,11 @@ async fn regulation_shared(kind: StoreKind) {
     assert!(b.log_shows("banned by regulation").await, "{}", b.logs());
     // Others are not.
     assert_eq!(attempt(&b, BOB.0, PASSWORD).await.location(), "/");
+    // An address longer than any key column is counted like any other
+    // (not a failed store write, which would answer 503).
+    let long = format!("{}@example.com", "x".repeat(300));
+    let r = attempt(&a, &long, WRONG).await;
+    assert!(refused(&r), "{:?} {}\n{}", r.status, r.location(), a.logs());
 }
 
 // ---------------------------------------------------------------------------
