@@ -224,9 +224,9 @@ def median_rows(runs: list[dict]) -> tuple[list[dict], dict, int]:
     return rows, spread, max(len(rs) for rs in by_key.values())
 
 
-def load_runs(path: str) -> list[dict]:
+def load_runs(path: str, allow_empty: bool = False) -> list[dict]:
     runs = [json.loads(l) for l in open(path) if l.strip()]
-    if not runs:
+    if not runs and not allow_empty:
         sys.exit("table: no results")
     return runs
 
@@ -581,10 +581,11 @@ def verdict(ok: bool) -> str:
 
 def report(argv: list[str]) -> int:
     o, _ = opts(argv, {"results": "one", "extras": "one", "meta": "many"})
-    runs = load_runs(o["results"])
     extras = [json.loads(l) for l in open(o["extras"]) if l.strip()] if o["extras"] else []
+    # Only extras (e.g. BENCH_TARGETS=conns) is a report too.
+    runs = load_runs(o["results"], allow_empty=bool(extras))
     meta = dict(m.split("=", 1) for m in o["meta"])
-    rows, _, rounds = median_rows(runs)
+    rows, _, rounds = median_rows(runs) if runs else ([], {}, 0)
     by = {r.get("key", r["name"]): r for r in rows}
     ex: dict = {}
     for e in extras:
@@ -726,7 +727,8 @@ def report(argv: list[str]) -> int:
         out.append(f"- the benchmark's own session (credentials user, no groups): "
                    f"{meta['session_cookie_bytes']} bytes of cookie (`jwt`), 43 (`database`)")
     # ---- raw table
-    out += ["", "## Throughput", "", table_text(runs, ratios=False)]
+    if runs:
+        out += ["", "## Throughput", "", table_text(runs, ratios=False)]
     # ---- machine and command
     out += ["", "## Machine and command", ""]
     for k, label in (("date", "date"), ("cpu", "CPU"), ("kernel", "kernel"), ("commit", "git commit"),

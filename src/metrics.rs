@@ -140,6 +140,61 @@ impl Dependency {
 /// Sign-in outcomes, per provider.
 const SIGNIN_OUTCOMES: [&str; 5] = ["success", "failure", "denied", "banned", "linked"];
 
+/// Client connections of the whole process (they outlive a config
+/// reload's `Metrics`): open, and of those parked (idle HTTP/1 with its
+/// buffers released, see `server.rs`).
+pub static CONNECTIONS: Connections = Connections {
+    open: AtomicI64::new(0),
+    parked: AtomicI64::new(0),
+};
+
+pub struct Connections {
+    open: AtomicI64,
+    parked: AtomicI64,
+}
+
+/// Counts one connection (or one parked spell) while it lives.
+pub struct Counted(&'static AtomicI64);
+
+impl Connections {
+    pub fn open(&'static self) -> Counted {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Counted(&self.open)
+    }
+
+    pub fn parked(&'static self) -> Counted {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        Counted(&self.parked)
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP portcullis_open_connections Client connections open.
+# TYPE portcullis_open_connections gauge
+",
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_open_connections {}",
+            self.open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP portcullis_parked_connections Idle HTTP/1 client connections whose buffers are released.
+# TYPE portcullis_parked_connections gauge
+");
+        let _ = writeln!(
+            out,
+            "portcullis_parked_connections {}",
+            self.parked.load(Ordering::Relaxed)
+        );
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct Metrics {
     requests: [[AtomicU64; OUTCOMES.len()]; ROUTES.len()],
     latency: [Histogram; ROUTES.len()],
@@ -259,6 +314,7 @@ impl Metrics {
                 dep.errors.load(Ordering::Relaxed)
             );
         }
+        CONNECTIONS.render(&mut out);
         let active = self.active_sessions.load(Ordering::Relaxed);
         if active >= 0 {
             out.push_str("# HELP portcullis_active_sessions Sessions in the store (sampled).\n# TYPE portcullis_active_sessions gauge\n");

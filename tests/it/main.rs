@@ -8,6 +8,7 @@ mod support;
 mod accounts;
 mod browser;
 mod config_check;
+mod connections;
 mod database;
 mod database_topologies;
 mod edge;
