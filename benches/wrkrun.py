@@ -595,6 +595,15 @@ def report(argv: list[str]) -> int:
     # ---- targets first
     out += ["## Targets", "", "| target | measured | goal | result |", "|---|---:|---:|:---:|"]
     fa, fadb, aj = by.get("fa-jwt"), by.get("fa-db"), by.get("authjs")
+    px, ngx = by.get("pc-proxy-jwt"), by.get("nginx-proxy")
+    if px and ngx:
+        q = px["rps"] / ngx["rps"]
+        pairs = list(zip([r["rps"] for r in runs if r.get("key") == "nginx-proxy"],
+                         [r["rps"] for r in runs if r.get("key") == "pc-proxy-jwt"]))
+        each = ("; each pair: " + ", ".join(f"{p / n:.2f}" for n, p in pairs)) if len(pairs) > 1 else ""
+        out.append(f"| Portcullis proxy (`jwt`) / nginx `proxy_pass` (no auth, {meta.get('edge_workers', '?')} "
+                   f"workers each) req/s | {q:.2f} ({px['rps']:,.0f} / {ngx['rps']:,.0f}"
+                   f"{' medians' if each else ''}{each}) | ≥ 0.95 | {verdict(q >= 0.95)} |")
     if fa and fadb:
         q = fadb["rps"] / fa["rps"]
         pairs = list(zip([r["rps"] for r in runs if r.get("key") == "fa-jwt"],

@@ -164,7 +164,7 @@ pub enum RedisTarget {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store is unreachable, timed out or refused: fail closed (503).
     #[error("the session store is unavailable: {0}")]

@@ -88,22 +88,72 @@ impl Op<'_> {
 /// A request waiting for its part of a batched read.
 type Waiter = tokio::sync::oneshot::Sender<Result<Option<String>, StoreError>>;
 
+/// One waiting read: the key and who waits.
+type Read = (String, Waiter);
+
 /// Reads of concurrent requests, gathered into one `MGET` (standalone and
-/// Sentinel; a cluster reads key by key, as keys live in different slots).
-/// Each read is still sent after its request asked for it: nothing is
-/// cached; only the round trip is shared.
+/// Sentinel; a cluster reads key by key, as keys live in different
+/// slots). Each read is still sent after its request asked for it:
+/// nothing is cached; only the round trip is shared. At most
+/// [`BATCHES_IN_FLIGHT`] batches are out at once: under load, the reads
+/// that arrive meanwhile wait for one of them to come back and go out
+/// together (fewer, larger batches; at most one extra round trip of wait).
 #[derive(Default)]
 struct Gets {
     // Held only to push one read or take the batch, never across an
     // `.await`: a tokio Mutex would cost an allocation-heavy async lock on
     // every request for nothing.
     #[allow(clippy::disallowed_types)]
-    queue: std::sync::Mutex<Vec<(String, Waiter)>>,
+    queue: std::sync::Mutex<Queue>,
 }
 
+#[derive(Default)]
+struct Queue {
+    reads: Vec<Read>,
+    /// Running flush loops (each has at most one batch out).
+    flushers: usize,
+}
+
+const BATCHES_IN_FLIGHT: usize = 2;
+
 impl Gets {
-    fn take(&self) -> Vec<(String, Waiter)> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Queues a read; `true` when the caller must start a flush loop.
+    fn push(&self, read: Read) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        q.reads.push(read);
+        let start = q.flushers < BATCHES_IN_FLIGHT;
+        if start {
+            q.flushers += 1;
+        }
+        start
+    }
+
+    /// The next batch, or `None` (and one flush loop fewer, in the same
+    /// lock: a read queued after it starts a loop of its own) when no read
+    /// waits.
+    fn next(&self, running: &mut Running<'_>) -> Option<Vec<Read>> {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.reads.is_empty() {
+            q.flushers -= 1;
+            running.0 = None;
+            return None;
+        }
+        Some(std::mem::take(&mut q.reads))
+    }
+}
+
+/// A running flush loop; should it unwind, it still counts itself out
+/// (else reads could queue with no loop left to send them).
+struct Running<'a>(Option<&'a Gets>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .flushers -= 1;
+        }
     }
 }
 
@@ -335,47 +385,57 @@ impl Redis {
             return self.cmd(redis::cmd("GET").arg(key)).await;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let first = {
-            let mut queue = self
-                .gets
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            queue.push((key, tx));
-            queue.len() == 1
-        };
-        if first {
+        if self.gets.push((key, tx)) {
             let me = Arc::clone(self);
-            tokio::spawn(async move { me.flush_gets().await });
+            tokio::spawn(async move {
+                let mut running = Running(Some(&me.gets));
+                // Let the requests that are ready now join the first batch.
+                tokio::task::yield_now().await;
+                while let Some(batch) = me.gets.next(&mut running) {
+                    me.flush(batch).await;
+                }
+            });
         }
         rx.await
             .unwrap_or_else(|_| Err(unavailable("the batched read was dropped")))
     }
 
-    /// Sends the waiting reads as one `MGET` and hands each its value.
-    async fn flush_gets(&self) {
-        // Let the requests that are ready now join this batch.
-        tokio::task::yield_now().await;
-        let batch = self.gets.take();
-        if batch.is_empty() {
-            return;
-        }
+    /// Sends a batch of reads as one `MGET` and hands each its value.
+    /// A key asked for twice (concurrent requests of one session: a page
+    /// and its assets) is read once; MGET is atomic, so each asker gets
+    /// what it would have got from a key of its own in the same MGET.
+    async fn flush(&self, batch: Vec<Read>) {
         let mut cmd = redis::cmd("MGET");
-        for (key, _) in &batch {
-            cmd.arg(key);
-        }
+        let mut index: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(batch.len());
+        let of: Vec<usize> = batch
+            .iter()
+            .map(|(key, _)| {
+                let next = index.len();
+                *index.entry(key.as_str()).or_insert_with(|| {
+                    cmd.arg(key);
+                    next
+                })
+            })
+            .collect();
+        let unique = index.len();
+        drop(index);
         match self.cmd::<Vec<Option<Vec<u8>>>>(&cmd).await {
-            Ok(values) if values.len() == batch.len() => {
-                for ((_, waiter), v) in batch.into_iter().zip(values) {
-                    let v = v
-                        .map(String::from_utf8)
-                        .transpose()
-                        .map_err(|_| StoreError::Corrupt("a session record is not UTF-8".into()));
-                    let _ = waiter.send(v);
+            Ok(values) if values.len() == unique => {
+                let values: Vec<Result<Option<String>, StoreError>> = values
+                    .into_iter()
+                    .map(|v| {
+                        v.map(String::from_utf8).transpose().map_err(|_| {
+                            StoreError::Corrupt("a session record is not UTF-8".into())
+                        })
+                    })
+                    .collect();
+                for ((_, waiter), i) in batch.into_iter().zip(of) {
+                    let _ = waiter.send(values[i].clone());
                 }
             }
             Ok(values) => {
-                let why = format!("MGET of {} keys answered {}", batch.len(), values.len());
+                let why = format!("MGET of {unique} keys answered {}", values.len());
                 for (_, waiter) in batch {
                     let _ = waiter.send(Err(StoreError::Corrupt(why.clone())));
                 }

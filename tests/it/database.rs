@@ -104,9 +104,40 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
             "{bad:?}"
         );
     }
-    // A record copied under another id's key does not open there.
     let mut c = Browser::api();
     c.jar.insert("authjs.session-token".into(), id.clone());
+    assert_eq!(
+        c.get(&pc.url("/auth/session")).await.json()["user"]["email"],
+        ALICE.0
+    );
+    // A record copied under another id's key does not open there, also
+    // where that id's own record was opened before (Portcullis remembers
+    // opened records: another record under the key is opened afresh).
+    let bob = signed_in(&pc, BOB.0).await;
+    let bob_key = redis
+        .keys("it:s:*")
+        .into_iter()
+        .find(|k| *k != keys[0])
+        .unwrap();
+    let alice_record = redis.cmd(&["GET", &keys[0]]).unwrap();
+    let bob_record = redis.cmd(&["GET", &bob_key]).unwrap();
+    redis
+        .cmd(&["SET", &keys[0], &bob_record, "KEEPTTL"])
+        .unwrap();
+    assert_eq!(
+        c.get(&pc.url("/auth/session")).await.body,
+        "null",
+        "Bob's record under Alice's key"
+    );
+    let mut as_bob = Browser::api();
+    as_bob.jar = bob.jar.clone();
+    assert_eq!(
+        as_bob.get(&pc.url("/auth/session")).await.json()["user"]["email"],
+        BOB.0
+    );
+    redis
+        .cmd(&["SET", &keys[0], &alice_record, "KEEPTTL"])
+        .unwrap();
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.json()["user"]["email"],
         ALICE.0
@@ -119,10 +150,18 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
         "expired key"
     );
     let b2 = signed_in(&pc, ALICE.0).await;
-    let key = redis.keys("it:s:*").pop().unwrap();
-    redis.cmd(&["DEL", &key]).unwrap();
+    let key = redis
+        .keys("it:s:*")
+        .into_iter()
+        .find(|k| *k != bob_key && *k != keys[0])
+        .unwrap();
     let mut c = Browser::api();
     c.jar = b2.jar.clone();
+    assert_eq!(
+        c.get(&pc.url("/auth/session")).await.json()["user"]["email"],
+        ALICE.0
+    );
+    redis.cmd(&["DEL", &key]).unwrap();
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.body,
         "null",
