@@ -595,33 +595,30 @@ def report(argv: list[str]) -> int:
     # ---- targets first
     out += ["## Targets", "", "| target | measured | goal | result |", "|---|---:|---:|:---:|"]
     fa, fadb, aj = by.get("fa-jwt"), by.get("fa-db"), by.get("authjs")
-    px, ngx = by.get("pc-proxy-jwt"), by.get("nginx-proxy")
-    if px and ngx:
-        q = px["rps"] / ngx["rps"]
-        pairs = list(zip([r["rps"] for r in runs if r.get("key") == "nginx-proxy"],
-                         [r["rps"] for r in runs if r.get("key") == "pc-proxy-jwt"]))
-        each = ("; each pair: " + ", ".join(f"{p / n:.2f}" for n, p in pairs)) if len(pairs) > 1 else ""
-        out.append(f"| Portcullis proxy (`jwt`) / nginx `proxy_pass` (no auth, {meta.get('edge_workers', '?')} "
-                   f"workers each) req/s | {q:.2f} ({px['rps']:,.0f} / {ngx['rps']:,.0f}"
-                   f"{' medians' if each else ''}{each}) | ≥ 0.95 | {verdict(q >= 0.95)} |")
-    if fa and fadb:
-        q = fadb["rps"] / fa["rps"]
-        pairs = list(zip([r["rps"] for r in runs if r.get("key") == "fa-jwt"],
-                         [r["rps"] for r in runs if r.get("key") == "fa-db"]))
-        each = ("; each pair: " + ", ".join(f"{d / j:.2f}" for j, d in pairs)) if len(pairs) > 1 else ""
-        out.append(f"| forward-auth `database` / `jwt` req/s, {meta.get('conns', '?')} connections | "
-                   f"{q:.2f} ({fadb['rps']:,.0f} / {fa['rps']:,.0f}{' medians' if each else ''}{each}) | "
-                   f"≥ 0.80 | {verdict(q >= 0.80)} |")
-    # 6c-6e: each SQL store against Redis (6b), measured in alternation
-    def vs_redis(key: str) -> tuple[float, str] | None:
-        r = by.get(key)
-        if not (r and fadb):
+    def paired(key: str, base: str) -> tuple[float, str] | None:
+        """The req/s ratio of two targets measured in alternation: the
+        medians' (three decimals: a target's edge is visible), then each
+        pair's."""
+        r, b = by.get(key), by.get(base)
+        if not (r and b):
             return None
-        q = r["rps"] / fadb["rps"]
-        pairs = list(zip([x["rps"] for x in runs if x.get("key") == "fa-db"],
+        q = r["rps"] / b["rps"]
+        pairs = list(zip([x["rps"] for x in runs if x.get("key") == base],
                          [x["rps"] for x in runs if x.get("key") == key]))
         each = ("; each pair: " + ", ".join(f"{s / d:.2f}" for d, s in pairs)) if len(pairs) > 1 else ""
-        return q, f"{q:.2f} ({r['rps']:,.0f} / {fadb['rps']:,.0f}{' medians' if each else ''}{each})"
+        return q, f"{q:.3f} ({r['rps']:,.0f} / {b['rps']:,.0f}{' medians' if each else ''}{each})"
+
+    v = paired("pc-proxy-jwt", "nginx-proxy")
+    if v:
+        out.append(f"| Portcullis proxy (`jwt`) / nginx `proxy_pass` (no auth, {meta.get('edge_workers', '?')} "
+                   f"workers each) req/s | {v[1]} | ≥ 0.95 | {verdict(v[0] >= 0.95)} |")
+    v = paired("fa-db", "fa-jwt")
+    if v:
+        out.append(f"| forward-auth `database` / `jwt` req/s, {meta.get('conns', '?')} connections | "
+                   f"{v[1]} | ≥ 0.80 | {verdict(v[0] >= 0.80)} |")
+    # 6c-6e: each SQL store against Redis (6b), measured in alternation
+    def vs_redis(key: str) -> tuple[float, str] | None:
+        return paired(key, "fa-db")
 
     for key, store in (("fa-db-pg", "PostgreSQL"), ("fa-db-sqlite", "SQLite")):
         v = vs_redis(key)

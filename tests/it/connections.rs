@@ -110,16 +110,7 @@ async fn idle_connections_park_and_keep_serving() {
     assert!(gauge(&pc, "portcullis_open_connections").await >= 2);
     // An upgrade on a connection that was parked: the socket is handed to
     // the tunnel by the fresh hyper connection.
-    let req = format!(
-        "GET /echo-upgrade HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: {cookie}\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    let head = send_echo_upgrade(&mut s, &cookie).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     tokio::time::sleep(IDLE).await; // a tunnel is never parked
     s.write_all(b"through the tunnel").await.unwrap();

@@ -177,17 +177,7 @@ async fn upgrades_pass_through_as_a_byte_stream() {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
         .await
         .unwrap();
-    let req = format!(
-        "GET /echo-upgrade HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: {}\r\n\r\n",
-        b.cookie_header()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    let head = send_echo_upgrade(&mut s, &b.cookie_header()).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("upgrade: echo"),

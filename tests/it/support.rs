@@ -59,6 +59,22 @@ pub fn python() -> PathBuf {
     venv
 }
 
+/// Sends the test upstream's `/echo-upgrade` request (`Upgrade: echo`)
+/// on a raw connection with `cookie`; the response head that came back.
+pub async fn send_echo_upgrade(s: &mut tokio::net::TcpStream, cookie: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!(
+        "GET /echo-upgrade HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: echo\r\nCookie: {cookie}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
 /// A port that was free a moment ago. Chosen below the kernel's
 /// ephemeral range, so no outgoing connection (of this or a parallel
 /// test) can take it between now and the bind of whoever gets it; the
