@@ -138,6 +138,8 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
     redis
         .cmd(&["SET", &keys[0], &alice_record, "KEEPTTL"])
         .unwrap();
+    // (The refusal cleared the cookie in this client's jar.)
+    c.jar.insert("authjs.session-token".into(), id.clone());
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.json()["user"]["email"],
         ALICE.0
