@@ -294,6 +294,12 @@ fn sqlite_url(url: &str) -> Result<String, String> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     let file = path.split('?').next().unwrap_or(path);
+    // A URL that says `mode=ro` or `mode=rw` wants an existing file: then
+    // nothing is created here (SQLite reports a missing one).
+    let creates = !url.contains("mode=") || url.contains("mode=rwc");
+    if !creates || file == ":memory:" {
+        return Ok(url.to_string());
+    }
     if let Some(dir) = std::path::Path::new(file).parent()
         && !dir.as_os_str().is_empty()
     {
@@ -1126,9 +1132,11 @@ mod tests {
         let url = format!("sqlite://{}/sub/p.db", dir.display());
         assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
         assert!(dir.join("sub").is_dir());
-        assert_eq!(
-            sqlite_url("sqlite://p.db?mode=ro").unwrap(),
-            "sqlite://p.db?mode=ro"
+        let ro = format!("sqlite://{}/ro/p.db?mode=ro", dir.display());
+        assert_eq!(sqlite_url(&ro).unwrap(), ro);
+        assert!(
+            !dir.join("ro").exists(),
+            "mode=ro creates neither the file nor its directory"
         );
         let _ = std::fs::remove_dir_all(dir);
     }
