@@ -1041,13 +1041,30 @@ impl Sql {
                         .transpose()?,
                     None => None,
                 };
-                match by_email {
-                    Some(o) if p.allow_email_linking => {
+                // Seen by e-mail but not by account: a parallel first
+                // sign-in of this very account may have committed between
+                // the two reads (PostgreSQL's READ COMMITTED gives each
+                // statement a fresh snapshot, and it writes both rows in
+                // one transaction): look at the account again.
+                let owner_now: Option<String> = match by_email {
+                    Some(_) => self
+                        .q(&self.st.account_owner)
+                        .bind(p.provider)
+                        .bind(p.account_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.try_get(0))
+                        .transpose()?,
+                    None => None,
+                };
+                match (by_email, owner_now) {
+                    (Some(_), Some(owner)) => ("existing", owner),
+                    (Some(o), None) if p.allow_email_linking => {
                         insert_account(o.clone()).execute(&mut *tx).await?;
                         ("linked", o)
                     }
-                    Some(_) => return Ok(Some(("not_linked", String::new()))),
-                    None => {
+                    (Some(_), None) => return Ok(Some(("not_linked", String::new()))),
+                    (None, _) => {
                         insert_user(new_id, email).execute(&mut *tx).await?;
                         insert_account(new_id.to_string()).execute(&mut *tx).await?;
                         ("created", new_id.to_string())

@@ -819,13 +819,13 @@ async fn overriding_token_auth_of_an_oidc_preset_reaches_the_idp() {
         l.sign_in("alice").await.refused_with(),
         "/auth/error?error=OAuthCallbackError"
     );
-    assert!(
-        l.idp
-            .logs()
-            .contains("is registered with client_secret_post, not client_secret_basic"),
-        "{}",
-        l.idp.logs()
-    );
+    // The IdP's log line can trail its answer: wait for it (bounded).
+    let want = "is registered with client_secret_post, not client_secret_basic";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !l.idp.logs().contains(want) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(l.idp.logs().contains(want), "{}", l.idp.logs());
 }
 
 #[tokio::test]
