@@ -982,14 +982,7 @@ impl Sql {
     ) -> Result<Outcome, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let result = async {
-            let owner: Option<String> = self
-                .q(&self.st.account_owner)
-                .bind(p.provider)
-                .bind(p.account_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
+            let owner = self.account_owner(&mut tx, p).await?;
             let insert_account = |user: String| {
                 self.q(&self.st.account_insert)
                     .bind(crate::crypto::random_token(16))
@@ -1046,15 +1039,8 @@ impl Sql {
                 // the two reads (PostgreSQL's READ COMMITTED gives each
                 // statement a fresh snapshot, and it writes both rows in
                 // one transaction): look at the account again.
-                let owner_now: Option<String> = match by_email {
-                    Some(_) => self
-                        .q(&self.st.account_owner)
-                        .bind(p.provider)
-                        .bind(p.account_id)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                        .map(|r| r.try_get(0))
-                        .transpose()?,
+                let owner_now = match by_email {
+                    Some(_) => self.account_owner(&mut tx, p).await?,
                     None => None,
                 };
                 match (by_email, owner_now) {
@@ -1099,6 +1085,21 @@ impl Sql {
     }
 
     /// A user and its accounts, read on one connection (or transaction).
+    /// Whose the profile's provider account is, if anyone's.
+    async fn account_owner(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        p: &Profile<'_>,
+    ) -> Result<Option<String>, sqlx::Error> {
+        self.q(&self.st.account_owner)
+            .bind(p.provider)
+            .bind(p.account_id)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()
+    }
+
     async fn user_on(
         &self,
         conn: &mut sqlx::AnyConnection,
