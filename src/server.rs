@@ -267,6 +267,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// the socket itself). `None`: the client closed without a byte.
 async fn sniff_h2(stream: &TcpStream) -> io::Result<Option<bool>> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
@@ -278,9 +279,11 @@ async fn sniff_h2(stream: &TcpStream) -> io::Result<Option<bool>> {
         if n == H2_PREFACE.len() {
             return Ok(Some(true));
         }
-        // Part of the preface so far (rare: it is one segment): peek again
-        // shortly; the caller bounds the wait.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Part of the preface so far (rare: it is one segment): peek again,
+        // backing off, so a client that stops there costs a few dozen
+        // wake-ups, not hundreds a second; the caller bounds the wait.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
