@@ -432,7 +432,7 @@ pub fn effective(c: &Config) -> String {
             },
             "key_prefix": s.key_prefix, "timeout": secs(s.timeout), "ca_file": s.ca_file.as_ref().map(|p| p.display().to_string()),
             "max_connections": s.max_connections, "auto_migrate": s.auto_migrate,
-            "sweep_interval": secs(s.sweep_interval), "sweep_batch": s.sweep_batch,
+            "sweep_interval": secs(s.sweep_interval), "sweep_batch": s.sweep_batch, "client_cache": s.client_cache,
         })),
         "cookies": { "name_prefix": c.cookies.name_prefix, "secure": c.cookies.secure, "domains": c.cookies.domains,
                      "flow_max_age": secs(c.cookies.flow_max_age), "max_flows": c.cookies.max_flows },

@@ -273,7 +273,14 @@ impl App {
         for (id, p) in &self.oidc {
             deps.push((format!("idp_{}", id.replace('-', "_")), p.stats()));
         }
-        self.metrics.render(&deps)
+        let mut out = self.metrics.render(&deps);
+        if let Some(crate::store::Store::Redis(r)) = &self.store
+            && let Some(hits) = r.cache_hits()
+        {
+            out.push_str("# HELP portcullis_redis_cache_hits_total Session records answered from memory while Redis tracks them (store.client_cache).\n# TYPE portcullis_redis_cache_hits_total counter\n");
+            out.push_str(&format!("portcullis_redis_cache_hits_total {hits}\n"));
+        }
+        out
     }
 
     /// `/readyz`: started, and every OIDC provider's discovery is loaded.

@@ -32,6 +32,10 @@ pub struct StoreConfig {
     /// SQL: how often expired rows are deleted, and how many per statement.
     pub sweep_interval: Duration,
     pub sweep_batch: u32,
+    /// Redis (standalone, Sentinel): session records are cached in memory
+    /// while Redis tracks them for us (`CLIENT TRACKING`, invalidated by
+    /// push the moment they change or go).
+    pub client_cache: bool,
 }
 
 /// Which server holds the state.
@@ -356,5 +360,45 @@ mod tests {
             redact_url("postgres://u:secret@h:1/d"),
             "postgres://u:redacted@h:1/d"
         );
+    }
+}
+
+#[cfg(test)]
+mod client_cache_config {
+    const NO_ENV: [(&str, &str); 0] = [];
+
+    fn load(store: &str) -> Result<crate::config::Config, String> {
+        let yaml = format!(
+            "secrets: [\"0123456789abcdef0123456789abcdef0123456789ab\"]\nproviders:\n  - type: credentials\n    users: []\nsession:\n  strategy: database\nstore:\n{store}"
+        );
+        crate::config::load_str(&yaml, "t.yaml", &NO_ENV[..]).map_err(|e| e.to_string())
+    }
+
+    fn cached(store: &str) -> bool {
+        load(store).unwrap().store.unwrap().client_cache
+    }
+
+    #[test]
+    fn on_by_default_for_redis_off_where_it_cannot_be() {
+        assert!(cached("  url: redis://127.0.0.1:6379\n"));
+        assert!(cached("  url: redis+sentinel://127.0.0.1:26379/mymaster\n"));
+        assert!(!cached(
+            "  url: redis://127.0.0.1:6379\n  client_cache: false\n"
+        ));
+        assert!(!cached(
+            "  url: redis+cluster://127.0.0.1:7000,127.0.0.1:7001\n"
+        ));
+        assert!(!cached("  url: postgres://u@127.0.0.1:5432/db\n"));
+    }
+
+    #[test]
+    fn asked_for_where_it_cannot_be_is_refused_with_the_key() {
+        for store in [
+            "  url: redis+cluster://127.0.0.1:7000\n  client_cache: true\n",
+            "  url: postgres://u@127.0.0.1:5432/db\n  client_cache: true\n",
+        ] {
+            let e = load(store).unwrap_err();
+            assert!(e.contains("store.client_cache"), "{e}");
+        }
     }
 }

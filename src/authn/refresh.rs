@@ -124,7 +124,18 @@ pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
     let mut store_lock = None;
     if let Some(db) = app.sessions.database() {
         match db.lock(&key, LOCK_MS).await {
-            Ok(Some(held)) => store_lock = Some(held),
+            Ok(Some(held)) => {
+                // Another replica may have refreshed and released the lock
+                // between our read and our taking it: its record counts.
+                if let Ok(Some(fresh)) = db.reload(session).await
+                    && !due(app, &fresh)
+                {
+                    db.unlock(&held.0, &held.1).await;
+                    adopt(&mut session.claims, &fresh);
+                    return Outcome::Adopted;
+                }
+                store_lock = Some(held);
+            }
             Ok(None) => {
                 for _ in 0..100 {
                     tokio::time::sleep(Duration::from_millis(50)).await;

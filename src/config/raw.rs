@@ -212,6 +212,8 @@ pub struct RawStore {
     pub sweep_interval: Option<String>,
     #[serde(deserialize_with = "opt_u64")]
     pub sweep_batch: Option<u64>,
+    #[serde(deserialize_with = "opt_bool")]
+    pub client_cache: Option<bool>,
     #[serde(deserialize_with = "opt_text")]
     pub data_dir: Option<String>,
     #[serde(deserialize_with = "opt_text")]

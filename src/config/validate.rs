@@ -432,6 +432,10 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         if !is_sql && (raw.store.max_connections.is_some() || raw.store.auto_migrate.is_some() || raw.store.sweep_interval.is_some() || raw.store.sweep_batch.is_some()) {
             c.bad("store", "max_connections, auto_migrate, sweep_interval and sweep_batch are for SQL stores", "remove them: Redis multiplexes one connection and expires keys by itself");
         }
+        let cluster = matches!(backend, crate::store::Backend::Redis(crate::store::RedisTarget::Cluster { .. }));
+        if raw.store.client_cache == Some(true) && (is_sql || cluster) {
+            c.bad("store.client_cache", "client-side caching is for Redis standalone and Sentinel", "remove it: SQL stores and Redis Cluster read the store on every request");
+        }
         let max_connections = raw.store.max_connections.unwrap_or(10);
         if !(1..=1000).contains(&max_connections) {
             c.bad("store.max_connections", format!("{max_connections} is out of range"), "use 1 to 1000 (10 is the default)");
@@ -464,6 +468,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
             auto_migrate: raw.store.auto_migrate.unwrap_or(true),
             sweep_interval: sweep_interval.max(Duration::from_secs(1)),
             sweep_batch: sweep_batch.clamp(1, 100_000) as u32,
+            client_cache: raw.store.client_cache.unwrap_or(true) && !is_sql && !cluster,
         })
     });
     let max_age = c.duration(

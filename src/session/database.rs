@@ -129,11 +129,30 @@ impl DatabaseStore {
         format!("{}x:{}", self.prefix, Self::subject_hash(provider, sub))
     }
 
-    /// The sealed record stored under `hash`, if live.
+    /// The sealed record stored under `hash`, if live. Redis may answer
+    /// from its client-side cache (invalidated by push, see store/redis.rs).
     async fn read(&self, hash: &str) -> Result<Option<String>, StoreError> {
         match &self.store {
             Store::Redis(r) => r.get(self.session_key(hash)).await,
             Store::Sql(s) => s.session_get(hash, self.clock.now()).await,
+        }
+    }
+
+    /// [`Self::read`] from the store itself, never from memory: for what
+    /// must see another replica's write the moment it learns of it by
+    /// another way (a released refresh lock), before Redis's push arrives.
+    async fn read_fresh(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        match &self.store {
+            Store::Redis(r) => r.cmd(redis::cmd("GET").arg(self.session_key(hash))).await,
+            Store::Sql(s) => s.session_get(hash, self.clock.now()).await,
+        }
+    }
+
+    /// After this process wrote `hash`'s record (whatever the outcome):
+    /// memory no longer answers for it.
+    fn wrote(&self, hash: &str) {
+        if let Store::Redis(r) = &self.store {
+            r.forget_cached(&self.session_key(hash));
         }
     }
 
@@ -211,12 +230,16 @@ impl DatabaseStore {
             // Slide the record with the cookie (once per update_age).
             match &self.store {
                 Store::Redis(r) => {
-                    r.cmd::<i64>(
-                        redis::cmd("EXPIRE")
-                            .arg(self.session_key(&hash))
-                            .arg(self.max_age),
-                    )
-                    .await?;
+                    let slid = r
+                        .cmd::<i64>(
+                            redis::cmd("EXPIRE")
+                                .arg(self.session_key(&hash))
+                                .arg(self.max_age),
+                        )
+                        .await;
+                    // The cached TTL is the old one.
+                    self.wrote(&hash);
+                    slid?;
                 }
                 Store::Sql(s) => s.session_touch(&hash, now + self.max_age).await?,
             }
@@ -253,14 +276,17 @@ impl DatabaseStore {
         match &self.store {
             Store::Redis(r) => {
                 // One pipeline per key: in a cluster each key has its own slot.
-                r.cmd::<()>(
-                    redis::cmd("SET")
-                        .arg(self.session_key(&hash))
-                        .arg(&sealed)
-                        .arg("EX")
-                        .arg(self.max_age),
-                )
-                .await?;
+                let set = r
+                    .cmd::<()>(
+                        redis::cmd("SET")
+                            .arg(self.session_key(&hash))
+                            .arg(&sealed)
+                            .arg("EX")
+                            .arg(self.max_age),
+                    )
+                    .await;
+                self.wrote(&hash);
+                set?;
                 let mut indexes = vec![self.user_key(claims)];
                 if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
                     indexes.push(self.subject_key(provider, sub));
@@ -325,27 +351,31 @@ impl DatabaseStore {
         match &self.store {
             // XX: only a session that still exists (not one signed out
             // meanwhile); KEEPTTL: the expiry stays where it slid to.
-            Store::Redis(r) => r
-                .cmd::<Option<String>>(
-                    redis::cmd("SET")
-                        .arg(self.session_key(&hash))
-                        .arg(&sealed)
-                        .arg("XX")
-                        .arg("KEEPTTL"),
-                )
-                .await
-                .map(|_| ()),
+            Store::Redis(r) => {
+                let set = r
+                    .cmd::<Option<String>>(
+                        redis::cmd("SET")
+                            .arg(self.session_key(&hash))
+                            .arg(&sealed)
+                            .arg("XX")
+                            .arg("KEEPTTL"),
+                    )
+                    .await;
+                self.wrote(&hash);
+                set.map(|_| ())
+            }
             Store::Sql(s) => s.session_save(&hash, &sealed, self.clock.now()).await,
         }
     }
 
-    /// Reads the current record again (after another request refreshed it).
+    /// Reads the current record again (after another request refreshed
+    /// it), from the store itself.
     pub async fn reload(&self, session: &Session) -> Result<Option<Claims>, StoreError> {
         let Some(id) = &session.handle else {
             return Ok(None);
         };
         let hash = sha256_hex(id.as_bytes());
-        let sealed = self.read(&hash).await?;
+        let sealed = self.read_fresh(&hash).await?;
         Ok(sealed.and_then(|s| self.open(&hash, &s)).map(|r| r.c))
     }
 
@@ -395,8 +425,11 @@ impl DatabaseStore {
         let hash = sha256_hex(id.as_bytes());
         match &self.store {
             Store::Redis(r) => {
-                r.cmd::<i64>(redis::cmd("DEL").arg(self.session_key(&hash)))
-                    .await?;
+                let deleted = r
+                    .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(&hash)))
+                    .await;
+                self.wrote(&hash);
+                deleted?;
                 r.cmd::<i64>(
                     redis::cmd("SREM")
                         .arg(self.user_key(&session.claims))
@@ -429,9 +462,11 @@ impl DatabaseStore {
         // One DEL per key (cluster slots differ); sign-out everywhere is rare.
         let mut ended = 0;
         for h in &hashes {
-            ended += r
+            let deleted = r
                 .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(h)))
-                .await?;
+                .await;
+            self.wrote(h);
+            ended += deleted?;
         }
         r.cmd::<i64>(redis::cmd("DEL").arg(&index)).await?;
         Ok(usize::try_from(ended).unwrap_or(0))

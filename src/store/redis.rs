@@ -3,18 +3,30 @@
 //! (re-resolved after a failover), or a cluster connection. Every command
 //! has a time limit; any failure is `StoreError::Unavailable` (the caller
 //! fails closed). A background ping keeps `/readyz` honest.
+//!
+//! Session records (standalone and Sentinel, `store.client_cache`) are
+//! read over a connection of their own with Redis's server-assisted
+//! client-side caching (`CLIENT TRACKING`, RESP3): Redis pushes an
+//! invalidation the moment a record read here changes or goes (a
+//! sign-out on another replica, a refresh, an expiry), so a record read
+//! once is answered from memory until then. See [`Cache`] for when memory
+//! is trusted and when it is not (fail closed).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncConnectionConfig;
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Cmd, ConnectionAddr, FromRedisValue, Pipeline, RedisFuture, Script, TlsCertificates, Value,
+    Cmd, ConnectionAddr, FromRedisValue, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo,
+    PushKind, RedisFuture, Script, TlsCertificates, Value,
 };
 use tokio::sync::Mutex;
 
@@ -24,6 +36,10 @@ use super::{RedisTarget, StoreConfig, StoreError};
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
+    /// The tracked reads' connection: not reconnected behind our back (a
+    /// new connection is one we made, and know to empty the cache for),
+    /// and its pushes handled by its driver as it reads them.
+    Plain(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
 
@@ -31,6 +47,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Plain(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -42,12 +59,14 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(c) => c.get_db(),
+            Conn::Plain(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
     }
@@ -157,12 +176,541 @@ impl Drop for Running<'_> {
     }
 }
 
-pub struct Redis {
+/// How long memory is trusted after the reads' connection last answered.
+/// The health loop pings that connection every second, so one that went
+/// silent (a partition: no reset, no error yet) stops serving hits within
+/// this; reads then go to Redis and fail closed like any other.
+const CACHE_TRUSTED_FOR: Duration = Duration::from_secs(2);
+
+/// Slots of the record cache (direct-mapped by key: bounded memory; a
+/// collision only costs a read).
+const CACHE_SLOTS: usize = 1024;
+
+/// How a reads' connection that cannot be watched fails (a Unix socket, a
+/// `rediss://` URL with `#insecure`): the cache turns itself off.
+const UNSUPPORTED: &str = "client-side caching needs a TCP or verified TLS connection";
+
+/// Milliseconds since the first call (a monotonic clock for atomics).
+fn now_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    // +1: 0 means "never answered".
+    ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Session records as Redis last answered them, while Redis tracks them
+/// for this process. Trusted only because:
+/// - a record is filled only from a read on a connection with tracking on
+///   (`CLIENT TRACKING ON` and the `MGET` go out as one pipeline, so on one
+///   connection), and not at all if any invalidation came between sending
+///   the read and filling the slot (`epoch`; a fill re-checks it after
+///   storing and takes its value back, so no interleaving keeps it);
+/// - every invalidation Redis pushes (a change, a deletion, an expiry, a
+///   flush), a lost connection (the driver's `Disconnection` push), a
+///   connection dropped or made by us, and every write of this process to
+///   a session key ([`Redis::forget_cached`]) empties what it concerns;
+/// - a hit needs an answer on that connection within [`CACHE_TRUSTED_FOR`]
+///   (Redis sends a connection's pushes before the answers after them);
+/// - an entry dies with its key: the key's TTL (`PTTL`, read with the
+///   value) counted from before the read was sent, so never later than
+///   Redis's own expiry, which may purge the key (and push) later.
+struct Cache {
+    slots: Box<[ArcSwapOption<Entry>]>,
+    /// The socket of the reads' connection: no hit while it holds bytes
+    /// the driver has not taken (an invalidation may be among them).
+    watch: ArcSwapOption<Watch>,
+    epoch: AtomicU64,
+    /// When the reads' connection last answered ([`now_ms`]; 0: never).
+    answered: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl Cache {
+    fn new() -> Self {
+        Cache {
+            slots: (0..CACHE_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            watch: ArcSwapOption::empty(),
+            epoch: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+
+    fn slot(&self, key: &str) -> &ArcSwapOption<Entry> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        &self.slots[(h as usize) % self.slots.len()]
+    }
+
+    fn trusted(&self) -> bool {
+        let at = self.answered.load(Ordering::SeqCst);
+        at != 0 && now_ms().saturating_sub(at) < CACHE_TRUSTED_FOR.as_millis() as u64
+    }
+
+    fn hit(&self, key: &str) -> Option<String> {
+        if !self.trusted() || !self.watch.load().as_deref().is_some_and(Watch::idle) {
+            return None;
+        }
+        let slot = self.slot(key).load();
+        let e = slot.as_deref()?;
+        (e.key == key && now_ms() < e.expires).then(|| {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            e.value.clone()
+        })
+    }
+
+    /// Caches what a read `sent` answered: `value`, `ttl_ms` to live (the
+    /// key's `PTTL`: -1 no expiry, -2 gone).
+    fn fill(&self, key: &str, value: &str, ttl_ms: i64, sent: Sent) {
+        let expires = match ttl_ms {
+            -1 => u64::MAX,
+            t if t > 0 => sent.at_ms.saturating_add(t as u64),
+            _ => return,
+        };
+        if self.epoch.load(Ordering::SeqCst) != sent.epoch {
+            return;
+        }
+        let slot = self.slot(key);
+        let entry = Arc::new(Entry {
+            key: key.to_string(),
+            value: value.to_string(),
+            expires,
+        });
+        slot.store(Some(entry.clone()));
+        if self.epoch.load(Ordering::SeqCst) != sent.epoch {
+            // An invalidation came meanwhile: it may have looked at the
+            // slot before our value was in it. Take the value back.
+            slot.compare_and_swap(&Some(entry), None);
+        }
+    }
+
+    fn invalidate(&self, key: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let slot = self.slot(key);
+        let cur = slot.load_full();
+        if cur.as_deref().is_some_and(|e| e.key == key) {
+            slot.compare_and_swap(&cur, None);
+        }
+    }
+
+    fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for slot in &self.slots {
+            slot.store(None);
+        }
+    }
+
+    /// The reads' connection is gone (or replaced): nothing is trusted
+    /// until a new one answers.
+    fn reset(&self) {
+        self.answered.store(0, Ordering::SeqCst);
+        self.watch.store(None);
+        self.clear();
+    }
+
+    /// A push from Redis (or the driver) on the reads' connection `from`.
+    fn on_push(&self, push: &PushInfo, from: &Arc<Watch>) {
+        match push.kind {
+            PushKind::Invalidate => match push.data.first() {
+                Some(Value::Array(keys)) => {
+                    for k in keys {
+                        match k {
+                            Value::BulkString(b) => self.invalidate(&String::from_utf8_lossy(b)),
+                            Value::SimpleString(s) => self.invalidate(s),
+                            // Not a key we can name: forget everything.
+                            _ => self.clear(),
+                        }
+                    }
+                }
+                // `invalidate` with nil: FLUSHALL / FLUSHDB.
+                _ => self.clear(),
+            },
+            // Connection lost: its invalidations can no longer arrive.
+            // (A connection replaced already only empties the slots: the
+            // new one's watch stays.)
+            PushKind::Disconnection => {
+                let current = self.watch.load();
+                if current.as_ref().is_some_and(|w| Arc::ptr_eq(w, from)) {
+                    self.reset();
+                } else {
+                    self.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a hit asks of the reads' connection before trusting memory:
+/// that its socket holds no byte its driver has not taken, and that the
+/// driver is not between taking bytes and handling them. Redis writes an
+/// invalidation before it answers the command that caused it, so a
+/// change whose answer reached anyone before our request did is, by then,
+/// in that socket or handled.
+///
+/// `draining` is set before each read of the socket and cleared only when
+/// a read finds nothing: the driver reads again only after handling every
+/// whole message of the last read. A hit peeks first, then looks at
+/// `draining`: bytes taken after the peek were seen by the peek; bytes
+/// taken before it keep `draining` set until handled.
+struct Watch {
+    /// A second handle to the socket (dup), non-blocking, for `peek`.
+    socket: std::net::TcpStream,
+    draining: AtomicBool,
+}
+
+impl Watch {
+    fn idle(&self) -> bool {
+        let quiet = matches!(
+            self.socket.peek(&mut [0u8; 1]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+        quiet && !self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// The reads' connection's stream, telling its [`Watch`] when the driver
+/// reads.
+struct Watched<S> {
+    inner: S,
+    watch: Arc<Watch>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.watch.draining.store(true, Ordering::SeqCst);
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if r.is_pending() {
+            self.watch.draining.store(false, Ordering::SeqCst);
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+struct Entry {
+    key: String,
+    value: String,
+    /// [`now_ms`] from which the key may be gone.
+    expires: u64,
+}
+
+/// When a tracked read was sent: the cache's epoch and the clock.
+#[derive(Clone, Copy)]
+struct Sent {
+    epoch: u64,
+    at_ms: u64,
+}
+
+/// One connection (standalone: auto-reconnecting; Sentinel: to the
+/// master, re-resolved when forgotten; cluster: the cluster connection).
+struct Link {
     kind: Kind,
+    config: ConnectionManagerConfig,
+    /// `Some`: a plain multiplexed connection whose pushes go to the cache.
+    pushes_to: Option<Arc<Cache>>,
+    /// For the reads' connection to a `rediss://` server.
+    tls: Option<Arc<rustls::ClientConfig>>,
     conn: ArcSwapOption<Conn>,
     /// Serialises (re)connecting, so a stampede makes one attempt.
     connecting: Mutex<()>,
     timeout: Duration,
+}
+
+impl Link {
+    fn new(
+        kind: Kind,
+        config: ConnectionManagerConfig,
+        pushes_to: Option<Arc<Cache>>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Self {
+        Link {
+            kind,
+            config,
+            pushes_to,
+            tls,
+            conn: ArcSwapOption::empty(),
+            connecting: Mutex::new(()),
+            timeout,
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        if let Some(cache) = &self.pushes_to {
+            let client = match &self.kind {
+                Kind::Single(client) => client.clone(),
+                Kind::Sentinel(s) => s.lock().await.async_get_client().await?,
+                Kind::Cluster(_) => unreachable!("no tracked reads in a cluster"),
+            };
+            return self.connect_watched(&client, cache).await.map(Conn::Plain);
+        }
+        match &self.kind {
+            Kind::Single(client) => {
+                ConnectionManager::new_with_config(client.clone(), self.config.clone())
+                    .await
+                    .map(Conn::Single)
+            }
+            Kind::Sentinel(s) => {
+                let client = s.lock().await.async_get_client().await?;
+                ConnectionManager::new_with_config(client, self.config.clone())
+                    .await
+                    .map(Conn::Single)
+            }
+            Kind::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
+        }
+    }
+
+    /// The reads' connection: our own socket (so its [`Watch`] can peek at
+    /// it), redis-rs's handshake (`HELLO 3`, `AUTH`, `SELECT`) and driver,
+    /// whose pushes go to the cache as it reads them.
+    async fn connect_watched(
+        &self,
+        client: &redis::Client,
+        cache: &Arc<Cache>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        let info = client.get_connection_info();
+        let (host, port, tls) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => (host, *port, false),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: false,
+                ..
+            } => (host, *port, true),
+            other => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    format!("{UNSUPPORTED}: {other}"),
+                )
+                .into());
+            }
+        };
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        // A second handle to the same socket, for peeking.
+        let std = tcp.into_std()?;
+        let watch = Arc::new(Watch {
+            socket: std.try_clone()?,
+            draining: AtomicBool::new(false),
+        });
+        let tcp = tokio::net::TcpStream::from_std(std)?;
+        let (pushed, from) = (cache.clone(), watch.clone());
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_push_sender(move |p: PushInfo| {
+                pushed.on_push(&p, &from);
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let settings = info.redis_settings();
+        let (conn, driver) = if tls {
+            let tls = self
+                .tls
+                .clone()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::Unsupported, UNSUPPORTED))?;
+            let name = rustls_pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await?;
+            let stream = Watched {
+                inner: stream,
+                watch: watch.clone(),
+            };
+            let (c, d) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
+            (
+                c,
+                Box::pin(d) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+            )
+        } else {
+            let stream = Watched {
+                inner: tcp,
+                watch: watch.clone(),
+            };
+            let (c, d) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
+            (
+                c,
+                Box::pin(d) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+            )
+        };
+        tokio::spawn(driver);
+        cache.watch.store(Some(watch));
+        Ok(conn)
+    }
+
+    /// The connection, connecting first if there is none; `true` when it
+    /// was made just now.
+    async fn conn(&self) -> Result<(Conn, bool), Failure> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok(((*c).clone(), false));
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(c) = self.conn.load_full() {
+            return Ok(((*c).clone(), false));
+        }
+        let c = tokio::time::timeout(self.timeout, self.connect())
+            .await
+            .map_err(|_| Failure::Timeout)?
+            .map_err(Failure::Redis)?;
+        self.conn.store(Some(Arc::new(c.clone())));
+        Ok((c, true))
+    }
+
+    /// After an error that may mean the master moved (Sentinel) or the
+    /// connection is dead, the next call connects afresh. `true` when the
+    /// connection was dropped.
+    fn forget(&self, e: &redis::RedisError) -> bool {
+        let moved = e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.code() == Some("READONLY");
+        let reconnects_itself = matches!(self.kind, Kind::Single(_)) && self.pushes_to.is_none();
+        let drop = moved && !reconnects_itself;
+        if drop {
+            self.conn.store(None);
+        }
+        drop
+    }
+
+    /// `op` with one retry after a dropped connection or a demoted master.
+    /// `fresh` runs on each connection made meanwhile (before `op`).
+    async fn run<T: FromRedisValue + Send>(
+        &self,
+        op: &Op<'_>,
+        fresh: impl Fn(),
+    ) -> Result<T, Failure> {
+        for attempt in 0..2 {
+            let (mut c, new) = self.conn().await?;
+            if new {
+                fresh();
+            }
+            // Every connection kind is built with a response timeout of
+            // `timeout`: no second timer per command here.
+            match op.exec(&mut c).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    if self.forget(&e) {
+                        fresh();
+                    }
+                    if attempt == 1
+                        || !(e.is_io_error()
+                            || e.is_connection_dropped()
+                            || e.code() == Some("READONLY"))
+                    {
+                        return Err(Failure::Redis(e));
+                    }
+                }
+            }
+        }
+        unreachable!("the second attempt returns")
+    }
+}
+
+/// Why a [`Link`] failed.
+enum Failure {
+    Timeout,
+    Redis(redis::RedisError),
+}
+
+impl From<Failure> for StoreError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Timeout => unavailable("connecting timed out"),
+            Failure::Redis(e) => unavailable(e),
+        }
+    }
+}
+
+impl Failure {
+    /// The server will not do what tracking needs: `CLIENT TRACKING`
+    /// denied by an ACL or unknown, or `HELLO 3` (RESP3) unknown (Redis
+    /// before 6, some compatible servers). Connection troubles and
+    /// passing states (`LOADING`, `READONLY`, ...) are not.
+    fn is_refusal(&self) -> bool {
+        let Failure::Redis(e) = self else {
+            return false;
+        };
+        if e.to_string().contains(UNSUPPORTED) {
+            return true;
+        }
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            return false;
+        }
+        let text = e.to_string().to_ascii_lowercase();
+        e.code() == Some("NOPERM")
+            || (e.code() == Some("ERR")
+                && (text.contains("unknown")
+                    || text.contains("tracking")
+                    || text.contains("hello")))
+            || text.contains("resp3")
+    }
+}
+
+/// Session reads with tracking: their own RESP3 connection (pushes need
+/// RESP3; the main connection stays as the URL says) and the cache.
+struct Reads {
+    link: Link,
+    cache: Arc<Cache>,
+    /// `false` once the server refused `CLIENT TRACKING` (an ACL, an older
+    /// or a compatible server): reads then go uncached, as without it.
+    on: AtomicBool,
+}
+
+impl Reads {
+    /// The server refused tracking: off for good, warned once.
+    fn turn_off(&self, why: &Failure) {
+        if self.on.swap(false, Ordering::SeqCst) {
+            self.cache.clear();
+            if let Failure::Redis(e) = why {
+                tracing::warn!(
+                    error = %e,
+                    "Redis refused client-side caching (CLIENT TRACKING over RESP3): session records are read from Redis on every request"
+                );
+            }
+        }
+    }
+}
+
+pub struct Redis {
+    main: Link,
+    reads: Option<Reads>,
     healthy: AtomicBool,
     /// Command latency and failures, for `/metrics`.
     pub stats: crate::metrics::Dependency,
@@ -202,6 +750,83 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// How to reach the target; `resp3` for the tracked reads' connection.
+fn kind(target: &RedisTarget, cfg: &StoreConfig, resp3: bool) -> Result<Kind, String> {
+    Ok(match target {
+        RedisTarget::Standalone(url) => {
+            let mut info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| e.to_string())?;
+            if resp3 {
+                let redis = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                info = info.set_redis_settings(redis);
+            }
+            let client = if url.starts_with("rediss://") {
+                redis::Client::build_with_tls(info, tls_certs(cfg)?)
+            } else {
+                redis::Client::open(info)
+            };
+            Kind::Single(client.map_err(|e| e.to_string())?)
+        }
+        RedisTarget::Sentinel {
+            sentinels,
+            master,
+            tls,
+            password,
+        } => {
+            let addrs = sentinels
+                .iter()
+                .map(|s| addr(s, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut b =
+                SentinelClientBuilder::new(addrs, master.clone(), SentinelServerType::Master)
+                    .map_err(|e| e.to_string())?;
+            if *tls {
+                b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                if cfg.ca_file.is_some() {
+                    b = b.set_client_to_redis_certificates(tls_certs(cfg)?);
+                }
+            }
+            if let Some(pw) = password {
+                b = b.set_client_to_redis_password(pw);
+            }
+            if resp3 {
+                b = b.set_client_to_redis_protocol(ProtocolVersion::RESP3);
+            }
+            Kind::Sentinel(Mutex::new(b.build().map_err(|e| e.to_string())?))
+        }
+        RedisTarget::Cluster {
+            nodes,
+            tls,
+            password,
+        } => {
+            let scheme = if *tls { "rediss" } else { "redis" };
+            let urls: Vec<String> = nodes
+                .iter()
+                .map(|n| match password {
+                    Some(pw) => format!(
+                        "{scheme}://:{}@{n}",
+                        url::form_urlencoded::byte_serialize(pw.as_bytes()).collect::<String>()
+                    ),
+                    None => format!("{scheme}://{n}"),
+                })
+                .collect();
+            let mut b = ClusterClientBuilder::new(urls)
+                .connection_timeout(cfg.timeout)
+                .response_timeout(cfg.timeout)
+                .retries(2);
+            if *tls {
+                b = b.certs(tls_certs(cfg)?);
+            }
+            Kind::Cluster(b.build().map_err(|e| e.to_string())?)
+        }
+    })
+}
+
 impl Redis {
     /// Builds the client; connecting happens on first use (and again after
     /// failures), so Portcullis starts (and answers 503) while Redis is down.
@@ -209,167 +834,69 @@ impl Redis {
         let super::Backend::Redis(target) = &cfg.backend else {
             return Err("not a Redis URL".into());
         };
-        let kind = match target {
-            RedisTarget::Standalone(url) => {
-                let client = if url.starts_with("rediss://") {
-                    redis::Client::build_with_tls(url.as_str(), tls_certs(cfg)?)
-                } else {
-                    redis::Client::open(url.as_str())
-                };
-                Kind::Single(client.map_err(|e| e.to_string())?)
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let reads = match target {
+            RedisTarget::Cluster { .. } => None,
+            // A Unix socket or unverified TLS: nothing to watch (see `Watch`).
+            RedisTarget::Standalone(url)
+                if !matches!(
+                    url.as_str()
+                        .into_connection_info()
+                        .map(|i| i.addr().clone()),
+                    Ok(ConnectionAddr::Tcp(..)
+                        | ConnectionAddr::TcpTls {
+                            insecure: false,
+                            ..
+                        })
+                ) =>
+            {
+                None
             }
-            RedisTarget::Sentinel {
-                sentinels,
-                master,
-                tls,
-                password,
-            } => {
-                let addrs = sentinels
-                    .iter()
-                    .map(|s| addr(s, false))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut b =
-                    SentinelClientBuilder::new(addrs, master.clone(), SentinelServerType::Master)
-                        .map_err(|e| e.to_string())?;
-                if *tls {
-                    b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-                    if cfg.ca_file.is_some() {
-                        b = b.set_client_to_redis_certificates(tls_certs(cfg)?);
-                    }
-                }
-                if let Some(pw) = password {
-                    b = b.set_client_to_redis_password(pw);
-                }
-                Kind::Sentinel(Mutex::new(b.build().map_err(|e| e.to_string())?))
-            }
-            RedisTarget::Cluster {
-                nodes,
-                tls,
-                password,
-            } => {
-                let scheme = if *tls { "rediss" } else { "redis" };
-                let urls: Vec<String> = nodes
-                    .iter()
-                    .map(|n| match password {
-                        Some(pw) => format!(
-                            "{scheme}://:{}@{n}",
-                            url::form_urlencoded::byte_serialize(pw.as_bytes()).collect::<String>()
-                        ),
-                        None => format!("{scheme}://{n}"),
-                    })
-                    .collect();
-                let mut b = ClusterClientBuilder::new(urls)
-                    .connection_timeout(cfg.timeout)
-                    .response_timeout(cfg.timeout)
-                    .retries(2);
-                if *tls {
-                    b = b.certs(tls_certs(cfg)?);
-                }
-                Kind::Cluster(b.build().map_err(|e| e.to_string())?)
+            _ if !cfg.client_cache => None,
+            _ => {
+                let cache = Arc::new(Cache::new());
+                Some(Reads {
+                    link: Link::new(
+                        kind(target, cfg, true)?,
+                        config.clone(),
+                        Some(cache.clone()),
+                        Some(Arc::new(crate::tls::client_config(
+                            cfg.ca_file.as_deref(),
+                            None,
+                        )?)),
+                        cfg.timeout,
+                    ),
+                    cache,
+                    on: AtomicBool::new(true),
+                })
             }
         };
         Ok(Redis {
-            kind,
-            conn: ArcSwapOption::empty(),
-            connecting: Mutex::new(()),
-            timeout: cfg.timeout,
+            main: Link::new(kind(target, cfg, false)?, config, None, None, cfg.timeout),
+            reads,
             healthy: AtomicBool::new(false),
             stats: Default::default(),
             gets: Gets::default(),
         })
     }
 
-    fn manager_config(&self) -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1))
-    }
-
-    async fn connect(&self) -> Result<Conn, StoreError> {
-        match &self.kind {
-            Kind::Single(client) => {
-                ConnectionManager::new_with_config(client.clone(), self.manager_config())
-                    .await
-                    .map(Conn::Single)
-                    .map_err(unavailable)
-            }
-            Kind::Sentinel(s) => {
-                let client = s
-                    .lock()
-                    .await
-                    .async_get_client()
-                    .await
-                    .map_err(unavailable)?;
-                ConnectionManager::new_with_config(client, self.manager_config())
-                    .await
-                    .map(Conn::Single)
-                    .map_err(unavailable)
-            }
-            Kind::Cluster(c) => c
-                .get_async_connection()
-                .await
-                .map(Conn::Cluster)
-                .map_err(unavailable),
-        }
-    }
-
-    async fn conn(&self) -> Result<Conn, StoreError> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        let c = tokio::time::timeout(self.timeout, self.connect())
-            .await
-            .map_err(|_| unavailable("connecting timed out"))??;
-        self.conn.store(Some(Arc::new(c.clone())));
-        Ok(c)
-    }
-
-    /// After an error that may mean the master moved (Sentinel) or the
-    /// connection is dead, the next call connects afresh.
-    fn forget(&self, e: &redis::RedisError) {
-        let moved = e.is_io_error()
-            || e.is_connection_refusal()
-            || e.is_connection_dropped()
-            || e.is_timeout()
-            || e.code() == Some("READONLY");
-        if moved && !matches!(self.kind, Kind::Single(_)) {
-            self.conn.store(None);
-        }
-    }
-
     async fn run<T: FromRedisValue + Send>(&self, op: &Op<'_>) -> Result<T, StoreError> {
-        let started = std::time::Instant::now();
-        let result = self.run_once(op).await;
+        let started = Instant::now();
+        // A master that moved (Sentinel) moved for the reads too: they
+        // follow at once, and memory starts over.
+        let moved = || {
+            if let Some(reads) = &self.reads {
+                reads.link.conn.store(None);
+                reads.cache.reset();
+            }
+        };
+        let result = self.main.run(op, moved).await.map_err(StoreError::from);
         self.stats.record(started, &result);
         result
-    }
-
-    async fn run_once<T: FromRedisValue + Send>(&self, op: &Op<'_>) -> Result<T, StoreError> {
-        for attempt in 0..2 {
-            let mut c = self.conn().await?;
-            // Every connection kind is built with a response timeout of
-            // `timeout`: no second timer per command here.
-            match op.exec(&mut c).await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    self.forget(&e);
-                    if attempt == 1
-                        || !(e.is_io_error()
-                            || e.is_connection_dropped()
-                            || e.code() == Some("READONLY"))
-                    {
-                        return Err(unavailable(e));
-                    }
-                }
-            }
-        }
-        Err(unavailable("retries exhausted"))
     }
 
     pub async fn cmd<T: FromRedisValue + Send>(&self, cmd: &Cmd) -> Result<T, StoreError> {
@@ -380,9 +907,17 @@ impl Redis {
     /// moment: one `MGET`, one round trip (standalone and Sentinel). The
     /// read is sent after the caller asked; it fails closed like
     /// [`Self::cmd`] (the batch's one time limit applies).
+    ///
+    /// With `store.client_cache`, a record Redis tracks for us is answered
+    /// from memory (see [`Cache`]); only session records are read here.
     pub async fn get(self: &Arc<Self>, key: String) -> Result<Option<String>, StoreError> {
         if self.is_cluster() {
             return self.cmd(redis::cmd("GET").arg(key)).await;
+        }
+        if let Some(reads) = &self.reads
+            && let Some(v) = reads.cache.hit(&key)
+        {
+            return Ok(Some(v));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.gets.push((key, tx)) {
@@ -419,8 +954,15 @@ impl Redis {
             })
             .collect();
         let unique = index.len();
-        drop(index);
-        match self.cmd::<Vec<Option<Vec<u8>>>>(&cmd).await {
+        let mut keys = vec![""; unique];
+        for (k, i) in index {
+            keys[i] = k;
+        }
+        let (answer, tracked) = match self.reads.as_ref().filter(|r| r.on.load(Ordering::SeqCst)) {
+            Some(reads) => self.tracked_mget(reads, &cmd, &keys).await,
+            None => (self.cmd::<Vec<Option<Vec<u8>>>>(&cmd).await, None),
+        };
+        match answer {
             Ok(values) if values.len() == unique => {
                 let values: Vec<Result<Option<String>, StoreError>> = values
                     .into_iter()
@@ -430,6 +972,13 @@ impl Redis {
                         })
                     })
                     .collect();
+                if let (Some(reads), Some((sent, ttls))) = (&self.reads, tracked) {
+                    for ((k, v), ttl) in keys.iter().zip(&values).zip(ttls) {
+                        if let Ok(Some(v)) = v {
+                            reads.cache.fill(k, v, ttl, sent);
+                        }
+                    }
+                }
                 for ((_, waiter), i) in batch.into_iter().zip(of) {
                     let _ = waiter.send(values[i].clone());
                 }
@@ -451,6 +1000,81 @@ impl Redis {
         }
     }
 
+    /// `CLIENT TRACKING ON`, the `MGET` and each key's `PTTL`, pipelined
+    /// on the reads' connection (so tracking is on where the read is
+    /// made); with the answer, when it was sent and the TTLs, for filling
+    /// the cache. A server that refuses tracking turns it off for good
+    /// (warned once) and the read goes out untracked.
+    async fn tracked_mget(
+        &self,
+        reads: &Reads,
+        mget: &Cmd,
+        keys: &[&str],
+    ) -> (
+        Result<Vec<Option<Vec<u8>>>, StoreError>,
+        Option<(Sent, Vec<i64>)>,
+    ) {
+        let sent = Sent {
+            epoch: reads.cache.epoch.load(Ordering::SeqCst),
+            at_ms: now_ms(),
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("TRACKING").arg("ON").ignore();
+        pipe.add_command(mget.clone());
+        for k in keys {
+            pipe.cmd("PTTL").arg(*k);
+        }
+        let started = Instant::now();
+        let answer = reads
+            .link
+            .run::<Vec<Value>>(&Op::Pipe(&pipe), || reads.cache.clear())
+            .await
+            .map(|answers| {
+                // [MGET's array, PTTL, PTTL, ...]
+                let mut answers = answers.into_iter();
+                let values = answers
+                    .next()
+                    .and_then(|v| redis::from_redis_value::<Vec<Option<Vec<u8>>>>(v).ok());
+                let ttls: Vec<i64> = answers
+                    .map_while(|v| redis::from_redis_value::<i64>(v).ok())
+                    .collect();
+                (values.unwrap_or_default(), ttls)
+            });
+        match answer {
+            Ok((values, ttls)) if ttls.len() == keys.len() => {
+                self.stats.record(started, &Ok::<_, ()>(()));
+                reads.cache.answered.store(now_ms(), Ordering::SeqCst);
+                (Ok(values), Some((sent, ttls)))
+            }
+            Ok((values, _)) => (Ok(values), None),
+            Err(e) if e.is_refusal() => {
+                reads.turn_off(&e);
+                (self.cmd(mget).await, None)
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                self.stats.record(started, &Err::<(), _>(&e));
+                (Err(e), None)
+            }
+        }
+    }
+
+    /// Forgets what memory holds for `key`: this process wrote it. Call
+    /// after the write (Redis's own invalidation arrives a moment later).
+    pub fn forget_cached(&self, key: &str) {
+        if let Some(reads) = &self.reads {
+            reads.cache.invalidate(key);
+        }
+    }
+
+    /// Session records answered from memory (`/metrics`).
+    pub fn cache_hits(&self) -> Option<u64> {
+        self.reads
+            .as_ref()
+            .filter(|r| r.on.load(Ordering::Relaxed))
+            .map(|r| r.cache.hits.load(Ordering::Relaxed))
+    }
+
     pub async fn pipe<T: FromRedisValue + Send>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         self.run(&Op::Pipe(pipe)).await
     }
@@ -466,7 +1090,7 @@ impl Redis {
     }
 
     pub fn is_cluster(&self) -> bool {
-        matches!(self.kind, Kind::Cluster(_))
+        matches!(self.main.kind, Kind::Cluster(_))
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -483,6 +1107,18 @@ impl Redis {
                 let Some(me) = weak.upgrade() else { return };
                 let ok = me.cmd::<String>(&redis::cmd("PING")).await.is_ok();
                 me.healthy.store(ok, Ordering::Relaxed);
+                if let Some(reads) = me.reads.as_ref().filter(|r| r.on.load(Ordering::SeqCst)) {
+                    // Keeps the cache trusted: pushes come before this answer.
+                    match reads
+                        .link
+                        .run::<String>(&Op::Cmd(&redis::cmd("PING")), || reads.cache.clear())
+                        .await
+                    {
+                        Ok(_) => reads.cache.answered.store(now_ms(), Ordering::SeqCst),
+                        Err(e) if e.is_refusal() => reads.turn_off(&e),
+                        Err(_) => {}
+                    }
+                }
                 if was != Some(ok) {
                     if ok {
                         tracing::info!("session store reachable");

@@ -121,9 +121,7 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
         .unwrap();
     let alice_record = redis.cmd(&["GET", &keys[0]]).unwrap();
     let bob_record = redis.cmd(&["GET", &bob_key]).unwrap();
-    redis
-        .cmd(&["SET", &keys[0], &bob_record, "KEEPTTL"])
-        .unwrap();
+    redis.change(&["SET", &keys[0], &bob_record, "KEEPTTL"]);
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.body,
         "null",
@@ -135,16 +133,14 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
         as_bob.get(&pc.url("/auth/session")).await.json()["user"]["email"],
         BOB.0
     );
-    redis
-        .cmd(&["SET", &keys[0], &alice_record, "KEEPTTL"])
-        .unwrap();
+    redis.change(&["SET", &keys[0], &alice_record, "KEEPTTL"]);
     // (The refusal cleared the cookie in this client's jar.)
     c.jar.insert("authjs.session-token".into(), id.clone());
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.json()["user"]["email"],
         ALICE.0
     );
-    redis.cmd(&["EXPIRE", &keys[0], "1"]).unwrap();
+    redis.change(&["EXPIRE", &keys[0], "1"]);
     tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.body,
@@ -163,7 +159,7 @@ async fn forged_guessed_deleted_and_expired_ids_are_no_session() {
         c.get(&pc.url("/auth/session")).await.json()["user"]["email"],
         ALICE.0
     );
-    redis.cmd(&["DEL", &key]).unwrap();
+    redis.change(&["DEL", &key]);
     assert_eq!(
         c.get(&pc.url("/auth/session")).await.body,
         "null",

@@ -24,6 +24,7 @@ mod oidc_provider_io;
 mod presets;
 mod proxy;
 mod redirects;
+mod redis_cache;
 mod redis_fixture;
 mod refresh;
 mod regulation;

@@ -766,6 +766,17 @@ impl RedisServer {
         self.node.conn()?.cmd(args)
     }
 
+    /// A write as another client (a replica, an operator) makes it, then a
+    /// `PING` answered: Redis sends a write's invalidations to tracking
+    /// clients (Portcullis's record cache) in the event-loop turn it
+    /// answers the write, possibly just after the answer; by the `PING`'s
+    /// answer they are in those clients' sockets.
+    pub fn change(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        self.cmd(&["PING"]).unwrap();
+        out
+    }
+
     /// A connection for several commands (`SET` then `WAIT`, `MULTI`...).
     pub fn conn(&self) -> RedisConn {
         self.node.conn().unwrap_or_else(|e| panic!("{e}"))
