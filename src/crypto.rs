@@ -105,14 +105,46 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
+/// Compares two byte strings in time that depends only on their lengths:
+/// eight bytes at a time folded into one word, no early exit, then
+/// `subtle`'s comparison of that word. (`subtle` on the slices goes byte
+/// by byte behind a barrier each: ~1 us for the 1.2 kB session cookie
+/// compared on every request.)
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
+    if a.len() != b.len() {
+        return false;
+    }
+    let (wa, ta) = a.as_chunks::<8>();
+    let (wb, tb) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in wa.iter().zip(wb) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in ta.iter().zip(tb) {
+        diff |= u64::from(x ^ y);
+    }
+    bool::from(diff.ct_eq(&0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ct_eq_sees_every_byte() {
+        for len in [0usize, 1, 7, 8, 9, 64, 1250] {
+            let a: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+            assert!(ct_eq(&a, &a.clone()), "{len}");
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] ^= 0x80;
+                assert!(!ct_eq(&a, &b), "{len} {i}");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!ct_eq(&a, &longer));
+        }
+    }
 
     #[test]
     fn uuid_has_version_and_variant() {
