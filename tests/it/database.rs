@@ -382,14 +382,14 @@ async fn redis_down_fails_closed_with_503_and_recovers_without_a_restart() {
 
     redis.restart();
     wait_ready(&pc, StatusCode::OK).await;
-    let mut ok = false;
-    for _ in 0..40 {
-        if b.get(&pc.url("/app")).await.status == StatusCode::OK {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ok = b
+        .get_until(
+            &pc.url("/app"),
+            StatusCode::OK,
+            40,
+            Duration::from_millis(100),
+        )
+        .await;
     assert!(ok, "no recovery after Redis returned:\n{}", pc.logs());
     assert_eq!(up.last().header("x-auth-request-email"), Some(ALICE.0));
 }

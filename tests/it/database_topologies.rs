@@ -94,14 +94,14 @@ async fn a_sentinel_failover_mid_traffic_keeps_sessions_and_lets_nothing_through
     // The session written before the kill works on the new master.
     let mut b = Browser::api();
     b.jar = alice.jar.clone();
-    let mut back = false;
-    for _ in 0..100 {
-        if b.get(&pc.url("/auth/session")).await.status == StatusCode::OK {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = b
+        .get_until(
+            &pc.url("/auth/session"),
+            StatusCode::OK,
+            100,
+            Duration::from_millis(100),
+        )
+        .await;
     assert!(back, "no recovery after the failover:\n{}", pc.logs());
     assert_eq!(
         b.get(&pc.url("/auth/session")).await.json()["user"]["email"],

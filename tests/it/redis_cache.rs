@@ -182,14 +182,14 @@ async fn a_redis_gone_silent_stops_answers_from_memory_and_fails_closed() {
         "{statuses:?}"
     );
     // Redis answers again: so do we, without a restart.
-    let mut back = false;
-    for _ in 0..100 {
-        if c.get(&pc.url("/app")).await.status == StatusCode::OK {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = c
+        .get_until(
+            &pc.url("/app"),
+            StatusCode::OK,
+            100,
+            Duration::from_millis(100),
+        )
+        .await;
     assert!(back, "{}", pc.logs());
 }
 
@@ -214,12 +214,7 @@ async fn a_server_that_refuses_tracking_is_read_on_every_request() {
     let pc = Portcullis::start(conf(&url, "")).await;
     pc.wait_readyz(StatusCode::OK).await;
     let mut alice = signed_in(&pc, ALICE.0).await;
-    let before = mgets(&redis);
-    for _ in 0..5 {
-        assert_eq!(email(&mut alice, &pc).await, ALICE.0, "{}", pc.logs());
-    }
-    assert!(mgets(&redis) >= before + 5, "every request reads Redis");
-    assert_eq!(cache_hits(&pc).await, None);
+    each_request_reads_redis(&mut alice, &pc, &redis).await;
     assert!(
         pc.log_shows("Redis refused client-side caching").await,
         "{}",
@@ -236,10 +231,15 @@ async fn client_cache_off_reads_every_request() {
     let pc = Portcullis::start(conf(&redis.url(), "  client_cache: false\n")).await;
     pc.wait_readyz(StatusCode::OK).await;
     let mut alice = signed_in(&pc, ALICE.0).await;
-    let before = mgets(&redis);
+    each_request_reads_redis(&mut alice, &pc, &redis).await;
+}
+
+/// Without the cache: every request reads Redis; no hit counter.
+async fn each_request_reads_redis(alice: &mut Browser, pc: &Portcullis, redis: &RedisServer) {
+    let before = mgets(redis);
     for _ in 0..5 {
-        assert_eq!(email(&mut alice, &pc).await, ALICE.0);
+        assert_eq!(email(alice, pc).await, ALICE.0, "{}", pc.logs());
     }
-    assert!(mgets(&redis) >= before + 5);
-    assert_eq!(cache_hits(&pc).await, None);
+    assert!(mgets(redis) >= before + 5, "every request reads Redis");
+    assert_eq!(cache_hits(pc).await, None);
 }

@@ -56,14 +56,14 @@ async fn setup(database: bool, replicas: usize) -> Setup {
             Portcullis::start(conf).await
         };
         let mut b = Browser::api();
-        let mut ready = false;
-        for _ in 0..200 {
-            if b.get(&pc.url("/readyz")).await.status == StatusCode::OK {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let ready = b
+            .get_until(
+                &pc.url("/readyz"),
+                StatusCode::OK,
+                200,
+                Duration::from_millis(50),
+            )
+            .await;
         assert!(ready, "{}", pc.logs());
         pcs.push(pc);
     }

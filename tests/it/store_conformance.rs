@@ -861,14 +861,14 @@ async fn store_down_fails_closed_and_recovers(kind: StoreKind) {
 
     fwd.restore();
     pc.wait_readyz(StatusCode::OK).await;
-    let mut ok = false;
-    for _ in 0..50 {
-        if b.get(&pc.url("/app")).await.status == StatusCode::OK {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let ok = b
+        .get_until(
+            &pc.url("/app"),
+            StatusCode::OK,
+            50,
+            Duration::from_millis(100),
+        )
+        .await;
     assert!(ok, "no recovery after the store returned:\n{}", pc.logs());
     assert_eq!(up.last().header("x-auth-request-email"), Some(ALICE.0));
 }

@@ -817,6 +817,24 @@ impl Browser {
         self.request(Method::GET, url, &[], None).await
     }
 
+    /// GETs `url` until it answers `want`: at most `tries` times, `pause`
+    /// apart (a recovery, a failover). Whether it did.
+    pub async fn get_until(
+        &mut self,
+        url: &str,
+        want: StatusCode,
+        tries: u32,
+        pause: Duration,
+    ) -> bool {
+        for _ in 0..tries {
+            if self.get(url).await.status == want {
+                return true;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        false
+    }
+
     pub async fn get_with(&mut self, url: &str, headers: &[(&str, &str)]) -> Resp {
         self.request(Method::GET, url, headers, None).await
     }
