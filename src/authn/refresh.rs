@@ -29,7 +29,8 @@ pub enum Outcome {
     Refreshed,
     /// Another request (or replica) refreshed; the session now has its tokens.
     Adopted,
-    /// The provider refused the refresh token: the session is over.
+    /// The provider refused the refresh token, or the session was ended
+    /// meanwhile (signed out elsewhere): the session is over.
     Ended,
 }
 
@@ -72,6 +73,24 @@ fn adopt(c: &mut Claims, fresh: &Claims) {
     c.refresh_at = fresh.refresh_at;
 }
 
+/// The session's record as the store holds it now (`database`): another
+/// request or replica refreshed (`Adopted`), or signed it out (`Ended`:
+/// refreshing it would bring it back to life at the IdP for nothing).
+async fn recheck(
+    app: &App,
+    db: &crate::session::database::DatabaseStore,
+    session: &mut Session,
+) -> Option<Outcome> {
+    match db.reload(session).await {
+        Ok(None) => Some(Outcome::Ended),
+        Ok(Some(fresh)) if !due(app, &fresh) => {
+            adopt(&mut session.claims, &fresh);
+            Some(Outcome::Adopted)
+        }
+        _ => None,
+    }
+}
+
 impl Refresher {
     async fn lock_for(&self, key: &str) -> Arc<Mutex<()>> {
         let mut locks = self.locks.lock().await;
@@ -106,11 +125,8 @@ pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
 
     // Someone in this process may have refreshed while we waited.
     if let Some(db) = app.sessions.database() {
-        if let Ok(Some(fresh)) = db.reload(session).await
-            && !due(app, &fresh)
-        {
-            adopt(&mut session.claims, &fresh);
-            return Outcome::Adopted;
+        if let Some(done) = recheck(app, db, session).await {
+            return done;
         }
     } else if let Some((tokens, at)) = app.refresher.recent.lock().await.get(&key).cloned()
         && app.clock.now() < at + 60
@@ -125,25 +141,19 @@ pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
     if let Some(db) = app.sessions.database() {
         match db.lock(&key, LOCK_MS).await {
             Ok(Some(held)) => {
-                // Another replica may have refreshed and released the lock
-                // between our read and our taking it: its record counts.
-                if let Ok(Some(fresh)) = db.reload(session).await
-                    && !due(app, &fresh)
-                {
+                // Another replica may have refreshed (or signed out) and
+                // released the lock between our read and our taking it.
+                if let Some(done) = recheck(app, db, session).await {
                     db.unlock(&held.0, &held.1).await;
-                    adopt(&mut session.claims, &fresh);
-                    return Outcome::Adopted;
+                    return done;
                 }
                 store_lock = Some(held);
             }
             Ok(None) => {
                 for _ in 0..100 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    if let Ok(Some(fresh)) = db.reload(session).await
-                        && !due(app, &fresh)
-                    {
-                        adopt(&mut session.claims, &fresh);
-                        return Outcome::Adopted;
+                    if let Some(done) = recheck(app, db, session).await {
+                        return done;
                     }
                 }
                 tracing::warn!(

@@ -190,6 +190,10 @@ const CACHE_SLOTS: usize = 1024;
 /// `rediss://` URL with `#insecure`): the cache turns itself off.
 const UNSUPPORTED: &str = "client-side caching needs a TCP or verified TLS connection";
 
+/// How a server that says yes to tracking but pushes no invalidation fails.
+const UNTRACKED: &str =
+    "Redis did not push the invalidation of a tracked key (a proxy in between?)";
+
 /// Milliseconds since the first call (a monotonic clock for atomics).
 fn now_ms() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -201,33 +205,49 @@ fn now_ms() -> u64 {
 /// for this process. Trusted only because:
 /// - a record is filled only from a read on a connection with tracking on
 ///   (`CLIENT TRACKING ON` and the `MGET` go out as one pipeline, so on one
-///   connection), and not at all if any invalidation came between sending
-///   the read and filling the slot (`epoch`; a fill re-checks it after
-///   storing and takes its value back, so no interleaving keeps it);
+///   connection), and a hit takes it only if it was read after the last
+///   invalidation of its slot and the last clear (epochs: each
+///   invalidation takes the next one; a read remembers the one current
+///   when it was sent);
 /// - every invalidation Redis pushes (a change, a deletion, an expiry, a
 ///   flush), a lost connection (the driver's `Disconnection` push), a
 ///   connection dropped or made by us, and every write of this process to
 ///   a session key ([`Redis::forget_cached`]) empties what it concerns;
-/// - a hit needs an answer on that connection within [`CACHE_TRUSTED_FOR`]
-///   (Redis sends a connection's pushes before the answers after them);
+/// - a hit needs an answer on that connection to a command sent within
+///   [`CACHE_TRUSTED_FOR`] (Redis sends a connection's pushes before the
+///   answers after them): a push the network holds up (a retransmit, a
+///   partition) delays hits' end by at most that;
 /// - an entry dies with its key: the key's TTL (`PTTL`, read with the
 ///   value) counted from before the read was sent, so never later than
 ///   Redis's own expiry, which may purge the key (and push) later.
 struct Cache {
-    slots: Box<[ArcSwapOption<Entry>]>,
+    slots: Box<[Slot]>,
+    /// The epoch of the last [`Cache::clear`]: entries read before it are
+    /// dead.
+    cleared: AtomicU64,
     /// The socket of the reads' connection: no hit while it holds bytes
     /// the driver has not taken (an invalidation may be among them).
     watch: ArcSwapOption<Watch>,
     epoch: AtomicU64,
+    /// The key a new connection writes to see that Redis's invalidations
+    /// reach us (see [`Link::connect_watched`]), and whether one did.
+    canary: ArcSwapOption<String>,
+    canary_seen: AtomicBool,
+    /// Prepended to the canary's key (`store.key_prefix`).
+    prefix: String,
     /// When the reads' connection last answered ([`now_ms`]; 0: never).
     answered: AtomicU64,
     hits: AtomicU64,
 }
 
 impl Cache {
-    fn new() -> Self {
+    fn new(prefix: &str) -> Self {
         Cache {
-            slots: (0..CACHE_SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            canary: ArcSwapOption::empty(),
+            canary_seen: AtomicBool::new(false),
+            prefix: prefix.to_string(),
+            slots: (0..CACHE_SLOTS).map(|_| Slot::default()).collect(),
+            cleared: AtomicU64::new(0),
             watch: ArcSwapOption::empty(),
             epoch: AtomicU64::new(0),
             answered: AtomicU64::new(0),
@@ -235,7 +255,7 @@ impl Cache {
         }
     }
 
-    fn slot(&self, key: &str) -> &ArcSwapOption<Entry> {
+    fn slot(&self, key: &str) -> &Slot {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
             .hash_one(key);
@@ -247,16 +267,39 @@ impl Cache {
         at != 0 && now_ms().saturating_sub(at) < CACHE_TRUSTED_FOR.as_millis() as u64
     }
 
-    fn hit(&self, key: &str) -> Option<String> {
-        if !self.trusted() || !self.watch.load().as_deref().is_some_and(Watch::idle) {
+    /// The record for `key` if memory may answer for it: see [`Watch`].
+    /// While the reads' connection has bytes in flight (other reads'
+    /// answers, perhaps an invalidation), waits for its driver to have
+    /// handled them (microseconds), then looks again.
+    async fn hit(&self, key: &str) -> Option<String> {
+        if !self.trusted() {
             return None;
         }
-        let slot = self.slot(key).load();
-        let e = slot.as_deref()?;
-        (e.key == key && now_ms() < e.expires).then(|| {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            e.value.clone()
-        })
+        self.cached(key)?;
+        let watch = self.watch.load_full()?;
+        if !watch.idle() && !watch.settle().await {
+            return None;
+        }
+        let v = self.cached(key)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some(v)
+    }
+
+    fn cached(&self, key: &str) -> Option<String> {
+        let slot = self.slot(key);
+        let entry = slot.entry.load();
+        let e = entry.as_deref()?;
+        (e.key == key && now_ms() < e.expires && self.current(slot, e.read_at))
+            .then(|| e.value.clone())
+    }
+
+    /// Whether a read sent at `epoch` is newer than every invalidation of
+    /// its slot and every clear: checked when a hit reads the entry, so no
+    /// interleaving of a fill and an invalidation serves what the
+    /// invalidation killed.
+    fn current(&self, slot: &Slot, epoch: u64) -> bool {
+        epoch >= slot.invalidated.load(Ordering::SeqCst)
+            && epoch >= self.cleared.load(Ordering::SeqCst)
     }
 
     /// Caches what a read `sent` answered: `value`, `ttl_ms` to live (the
@@ -267,36 +310,42 @@ impl Cache {
             t if t > 0 => sent.at_ms.saturating_add(t as u64),
             _ => return,
         };
-        if self.epoch.load(Ordering::SeqCst) != sent.epoch {
+        let slot = self.slot(key);
+        if !self.current(slot, sent.epoch) {
             return;
         }
-        let slot = self.slot(key);
         let entry = Arc::new(Entry {
             key: key.to_string(),
             value: value.to_string(),
             expires,
+            read_at: sent.epoch,
         });
-        slot.store(Some(entry.clone()));
-        if self.epoch.load(Ordering::SeqCst) != sent.epoch {
-            // An invalidation came meanwhile: it may have looked at the
-            // slot before our value was in it. Take the value back.
-            slot.compare_and_swap(&Some(entry), None);
+        slot.entry.store(Some(entry.clone()));
+        if !self.current(slot, sent.epoch) {
+            // Dead already (hits would refuse it): do not keep it.
+            slot.entry.compare_and_swap(&Some(entry), None);
         }
     }
 
+    /// The next epoch (each invalidation and clear takes one).
+    fn next_epoch(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     fn invalidate(&self, key: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         let slot = self.slot(key);
-        let cur = slot.load_full();
+        slot.invalidated
+            .fetch_max(self.next_epoch(), Ordering::SeqCst);
+        let cur = slot.entry.load_full();
         if cur.as_deref().is_some_and(|e| e.key == key) {
-            slot.compare_and_swap(&cur, None);
+            slot.entry.compare_and_swap(&cur, None);
         }
     }
 
     fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cleared.fetch_max(self.next_epoch(), Ordering::SeqCst);
         for slot in &self.slots {
-            slot.store(None);
+            slot.entry.store(None);
         }
     }
 
@@ -308,6 +357,14 @@ impl Cache {
         self.clear();
     }
 
+    /// An invalidation pushed by Redis for `key`.
+    fn invalidated(&self, key: &str) {
+        if self.canary.load().as_deref().is_some_and(|c| c == key) {
+            self.canary_seen.store(true, Ordering::SeqCst);
+        }
+        self.invalidate(key);
+    }
+
     /// A push from Redis (or the driver) on the reads' connection `from`.
     fn on_push(&self, push: &PushInfo, from: &Arc<Watch>) {
         match push.kind {
@@ -315,8 +372,8 @@ impl Cache {
                 Some(Value::Array(keys)) => {
                     for k in keys {
                         match k {
-                            Value::BulkString(b) => self.invalidate(&String::from_utf8_lossy(b)),
-                            Value::SimpleString(s) => self.invalidate(s),
+                            Value::BulkString(b) => self.invalidated(&String::from_utf8_lossy(b)),
+                            Value::SimpleString(s) => self.invalidated(s),
                             // Not a key we can name: forget everything.
                             _ => self.clear(),
                         }
@@ -353,19 +410,65 @@ impl Cache {
 /// whole message of the last read. A hit peeks first, then looks at
 /// `draining`: bytes taken after the peek were seen by the peek; bytes
 /// taken before it keep `draining` set until handled.
+///
+/// Not idle (under load the connection carries other reads' answers), a
+/// hit [settles](Watch::settle): it waits for a read that *started* after
+/// it looked to find nothing, with the socket then found empty by a peek
+/// (tokio may answer "nothing" from stale readiness). Every byte there
+/// when the hit looked was taken by an earlier read, and the driver reads
+/// again only after handling the whole messages it took.
 struct Watch {
     /// A second handle to the socket (dup), non-blocking, for `peek`.
     socket: std::net::TcpStream,
     draining: AtomicBool,
+    /// Reads of the socket started so far (each gets the next number).
+    started: AtomicU64,
+    /// The number of the latest read that found the socket empty.
+    drained: AtomicU64,
+    drained_now: tokio::sync::Notify,
 }
 
+/// How long a hit waits for the driver to settle before reading Redis.
+const SETTLE_WITHIN: Duration = Duration::from_millis(50);
+
 impl Watch {
-    fn idle(&self) -> bool {
-        let quiet = matches!(
+    fn new(socket: std::net::TcpStream) -> Self {
+        Watch {
+            socket,
+            draining: AtomicBool::new(false),
+            started: AtomicU64::new(0),
+            drained: AtomicU64::new(0),
+            drained_now: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn empty(&self) -> bool {
+        matches!(
             self.socket.peek(&mut [0u8; 1]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        );
-        quiet && !self.draining.load(Ordering::SeqCst)
+        )
+    }
+
+    fn idle(&self) -> bool {
+        self.empty() && !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a read started after this call found the socket empty;
+    /// `false` if that took longer than [`SETTLE_WITHIN`].
+    async fn settle(&self) -> bool {
+        let after = self.started.load(Ordering::SeqCst);
+        let settled = async {
+            loop {
+                let drained = self.drained_now.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if self.drained.load(Ordering::SeqCst) > after {
+                    return;
+                }
+                drained.await;
+            }
+        };
+        tokio::time::timeout(SETTLE_WITHIN, settled).await.is_ok()
     }
 }
 
@@ -382,10 +485,15 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.watch.started.fetch_add(1, Ordering::SeqCst) + 1;
         self.watch.draining.store(true, Ordering::SeqCst);
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if r.is_pending() {
             self.watch.draining.store(false, Ordering::SeqCst);
+            if self.watch.empty() {
+                self.watch.drained.fetch_max(n, Ordering::SeqCst);
+                self.watch.drained_now.notify_waiters();
+            }
         }
         r
     }
@@ -423,11 +531,21 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
     }
 }
 
+#[derive(Default)]
+struct Slot {
+    entry: ArcSwapOption<Entry>,
+    /// The epoch of the slot's last invalidation: entries read before it
+    /// are dead.
+    invalidated: AtomicU64,
+}
+
 struct Entry {
     key: String,
     value: String,
     /// [`now_ms`] from which the key may be gone.
     expires: u64,
+    /// The epoch the read that brought it was sent at.
+    read_at: u64,
 }
 
 /// When a tracked read was sent: the cache's epoch and the clock.
@@ -449,6 +567,8 @@ struct Link {
     conn: ArcSwapOption<Conn>,
     /// Serialises (re)connecting, so a stampede makes one attempt.
     connecting: Mutex<()>,
+    /// Counts [`Link::drop_conn`]s.
+    generation: AtomicU64,
     timeout: Duration,
 }
 
@@ -467,6 +587,7 @@ impl Link {
             tls,
             conn: ArcSwapOption::empty(),
             connecting: Mutex::new(()),
+            generation: AtomicU64::new(0),
             timeout,
         }
     }
@@ -525,10 +646,7 @@ impl Link {
         tcp.set_nodelay(true)?;
         // A second handle to the same socket, for peeking.
         let std = tcp.into_std()?;
-        let watch = Arc::new(Watch {
-            socket: std.try_clone()?,
-            draining: AtomicBool::new(false),
-        });
+        let watch = Arc::new(Watch::new(std.try_clone()?));
         let tcp = tokio::net::TcpStream::from_std(std)?;
         let (pushed, from) = (cache.clone(), watch.clone());
         let config = AsyncConnectionConfig::new()
@@ -570,6 +688,34 @@ impl Link {
             )
         };
         tokio::spawn(driver);
+        // Tracking must work end to end: a proxy in between or a
+        // "compatible" server may answer OK and never push. Read a canary
+        // key with tracking on, write it, and see its invalidation come
+        // (before the answer to the PING after the write, on this
+        // connection), or turn the cache off.
+        let canary = format!(
+            "{}cache-canary:{}",
+            cache.prefix,
+            crate::crypto::random_token(9)
+        );
+        cache.canary_seen.store(false, Ordering::SeqCst);
+        cache.canary.store(Some(Arc::new(canary.clone())));
+        let mut probe = redis::pipe();
+        probe.cmd("CLIENT").arg("TRACKING").arg("ON").ignore();
+        probe.cmd("GET").arg(&canary).ignore();
+        probe
+            .cmd("SET")
+            .arg(&canary)
+            .arg("1")
+            .arg("PX")
+            .arg(10_000)
+            .ignore();
+        probe.cmd("PING").ignore();
+        let mut c = conn.clone();
+        probe.query_async::<()>(&mut c).await?;
+        if !cache.canary_seen.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, UNTRACKED).into());
+        }
         cache.watch.store(Some(watch));
         Ok(conn)
     }
@@ -584,12 +730,29 @@ impl Link {
         if let Some(c) = self.conn.load_full() {
             return Ok(((*c).clone(), false));
         }
-        let c = tokio::time::timeout(self.timeout, self.connect())
-            .await
-            .map_err(|_| Failure::Timeout)?
-            .map_err(Failure::Redis)?;
-        self.conn.store(Some(Arc::new(c.clone())));
-        Ok((c, true))
+        for _ in 0..2 {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let c = tokio::time::timeout(self.timeout, self.connect())
+                .await
+                .map_err(|_| Failure::Timeout)?
+                .map_err(Failure::Redis)?;
+            if self.generation.load(Ordering::SeqCst) == generation {
+                self.conn.store(Some(Arc::new(c.clone())));
+                return Ok((c, true));
+            }
+            // Dropped while we connected (the master moved): this one may
+            // lead to the old master. Again.
+            if let Some(cache) = &self.pushes_to {
+                cache.reset();
+            }
+        }
+        Err(Failure::Timeout)
+    }
+
+    /// Drops the connection; one being made meanwhile is not kept.
+    fn drop_conn(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.conn.store(None);
     }
 
     /// After an error that may mean the master moved (Sentinel) or the
@@ -604,7 +767,7 @@ impl Link {
         let reconnects_itself = matches!(self.kind, Kind::Single(_)) && self.pushes_to.is_none();
         let drop = moved && !reconnects_itself;
         if drop {
-            self.conn.store(None);
+            self.drop_conn();
         }
         drop
     }
@@ -667,7 +830,8 @@ impl Failure {
         let Failure::Redis(e) = self else {
             return false;
         };
-        if e.to_string().contains(UNSUPPORTED) {
+        let text = e.to_string();
+        if text.contains(UNSUPPORTED) || text.contains(UNTRACKED) {
             return true;
         }
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
@@ -675,6 +839,7 @@ impl Failure {
         }
         let text = e.to_string().to_ascii_lowercase();
         e.code() == Some("NOPERM")
+            || e.code() == Some("NOPROTO")
             || (e.code() == Some("ERR")
                 && (text.contains("unknown")
                     || text.contains("tracking")
@@ -858,7 +1023,7 @@ impl Redis {
             }
             _ if !cfg.client_cache => None,
             _ => {
-                let cache = Arc::new(Cache::new());
+                let cache = Arc::new(Cache::new(&cfg.key_prefix));
                 Some(Reads {
                     link: Link::new(
                         kind(target, cfg, true)?,
@@ -890,7 +1055,7 @@ impl Redis {
         // follow at once, and memory starts over.
         let moved = || {
             if let Some(reads) = &self.reads {
-                reads.link.conn.store(None);
+                reads.link.drop_conn();
                 reads.cache.reset();
             }
         };
@@ -915,7 +1080,7 @@ impl Redis {
             return self.cmd(redis::cmd("GET").arg(key)).await;
         }
         if let Some(reads) = &self.reads
-            && let Some(v) = reads.cache.hit(&key)
+            && let Some(v) = reads.cache.hit(&key).await
         {
             return Ok(Some(v));
         }
@@ -1043,10 +1208,13 @@ impl Redis {
         match answer {
             Ok((values, ttls)) if ttls.len() == keys.len() => {
                 self.stats.record(started, &Ok::<_, ()>(()));
-                reads.cache.answered.store(now_ms(), Ordering::SeqCst);
+                reads.cache.answered.fetch_max(sent.at_ms, Ordering::SeqCst);
                 (Ok(values), Some((sent, ttls)))
             }
-            Ok((values, _)) => (Ok(values), None),
+            Ok((values, _)) => {
+                self.stats.record(started, &Ok::<_, ()>(()));
+                (Ok(values), None)
+            }
             Err(e) if e.is_refusal() => {
                 reads.turn_off(&e);
                 (self.cmd(mget).await, None)
@@ -1054,6 +1222,11 @@ impl Redis {
             Err(e) => {
                 let e = StoreError::from(e);
                 self.stats.record(started, &Err::<(), _>(&e));
+                // The reads' connection failed, the main one answers pings:
+                // read there, uncached (a Redis that is down fails both).
+                if self.is_healthy() {
+                    return (self.cmd(mget).await, None);
+                }
                 (Err(e), None)
             }
         }
@@ -1071,7 +1244,6 @@ impl Redis {
     pub fn cache_hits(&self) -> Option<u64> {
         self.reads
             .as_ref()
-            .filter(|r| r.on.load(Ordering::Relaxed))
             .map(|r| r.cache.hits.load(Ordering::Relaxed))
     }
 
@@ -1109,12 +1281,15 @@ impl Redis {
                 me.healthy.store(ok, Ordering::Relaxed);
                 if let Some(reads) = me.reads.as_ref().filter(|r| r.on.load(Ordering::SeqCst)) {
                     // Keeps the cache trusted: pushes come before this answer.
+                    let sent = now_ms();
                     match reads
                         .link
                         .run::<String>(&Op::Cmd(&redis::cmd("PING")), || reads.cache.clear())
                         .await
                     {
-                        Ok(_) => reads.cache.answered.store(now_ms(), Ordering::SeqCst),
+                        Ok(_) => {
+                            reads.cache.answered.fetch_max(sent, Ordering::SeqCst);
+                        }
                         Err(e) if e.is_refusal() => reads.turn_off(&e),
                         Err(_) => {}
                     }
