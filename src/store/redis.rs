@@ -184,7 +184,7 @@ const CACHE_TRUSTED_FOR: Duration = Duration::from_secs(2);
 
 /// Slots of the record cache (direct-mapped by key: bounded memory; a
 /// collision only costs a read).
-const CACHE_SLOTS: usize = 1024;
+const CACHE_SLOTS: usize = 4096;
 
 /// How a reads' connection that cannot be watched fails (a Unix socket, a
 /// `rediss://` URL with `#insecure`): the cache turns itself off.
