@@ -417,6 +417,13 @@ impl Cache {
 /// (tokio may answer "nothing" from stale readiness). Every byte there
 /// when the hit looked was taken by an earlier read, and the driver reads
 /// again only after handling the whole messages it took.
+///
+/// This rests on how the driver reads (redis-rs 1.8's `PipelineSink` over
+/// tokio-util's `Framed`: every whole frame in its buffer is handled, push
+/// callbacks inline, before it reads the socket again) and on tokio-rustls
+/// returning "nothing" only with no plaintext left; both are pinned in
+/// `Cargo.lock`. `tests/it/redis_cache.rs` fails if hits stop waiting for
+/// the driver (checked by removing the check).
 struct Watch {
     /// A second handle to the socket (dup), non-blocking, for `peek`.
     socket: std::net::TcpStream,
