@@ -148,14 +148,6 @@ impl DatabaseStore {
         }
     }
 
-    /// After this process wrote `hash`'s record (whatever the outcome):
-    /// memory no longer answers for it.
-    fn wrote(&self, hash: &str) {
-        if let Store::Redis(r) = &self.store {
-            r.forget_cached(&self.session_key(hash));
-        }
-    }
-
     fn seal(&self, hash: &str, claims: &Claims, created: UnixTime) -> String {
         let rec = Record {
             h: hash.to_string(),
@@ -230,16 +222,10 @@ impl DatabaseStore {
             // Slide the record with the cookie (once per update_age).
             match &self.store {
                 Store::Redis(r) => {
-                    let slid = r
-                        .cmd::<i64>(
-                            redis::cmd("EXPIRE")
-                                .arg(self.session_key(&hash))
-                                .arg(self.max_age),
-                        )
-                        .await;
-                    // The cached TTL is the old one.
-                    self.wrote(&hash);
-                    slid?;
+                    // (The cached TTL is the old one: forgotten too.)
+                    let key = self.session_key(&hash);
+                    r.write::<i64>(&key, redis::cmd("EXPIRE").arg(&key).arg(self.max_age))
+                        .await?;
                 }
                 Store::Sql(s) => s.session_touch(&hash, now + self.max_age).await?,
             }
@@ -276,17 +262,16 @@ impl DatabaseStore {
         match &self.store {
             Store::Redis(r) => {
                 // One pipeline per key: in a cluster each key has its own slot.
-                let set = r
-                    .cmd::<()>(
-                        redis::cmd("SET")
-                            .arg(self.session_key(&hash))
-                            .arg(&sealed)
-                            .arg("EX")
-                            .arg(self.max_age),
-                    )
-                    .await;
-                self.wrote(&hash);
-                set?;
+                let key = self.session_key(&hash);
+                r.write::<()>(
+                    &key,
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&sealed)
+                        .arg("EX")
+                        .arg(self.max_age),
+                )
+                .await?;
                 let mut indexes = vec![self.user_key(claims)];
                 if let (Some(provider), Some(sub)) = (&claims.provider, &claims.sub) {
                     indexes.push(self.subject_key(provider, sub));
@@ -352,17 +337,17 @@ impl DatabaseStore {
             // XX: only a session that still exists (not one signed out
             // meanwhile); KEEPTTL: the expiry stays where it slid to.
             Store::Redis(r) => {
-                let set = r
-                    .cmd::<Option<String>>(
-                        redis::cmd("SET")
-                            .arg(self.session_key(&hash))
-                            .arg(&sealed)
-                            .arg("XX")
-                            .arg("KEEPTTL"),
-                    )
-                    .await;
-                self.wrote(&hash);
-                set.map(|_| ())
+                let key = self.session_key(&hash);
+                r.write::<Option<String>>(
+                    &key,
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&sealed)
+                        .arg("XX")
+                        .arg("KEEPTTL"),
+                )
+                .await
+                .map(|_| ())
             }
             Store::Sql(s) => s.session_save(&hash, &sealed, self.clock.now()).await,
         }
@@ -425,11 +410,8 @@ impl DatabaseStore {
         let hash = sha256_hex(id.as_bytes());
         match &self.store {
             Store::Redis(r) => {
-                let deleted = r
-                    .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(&hash)))
-                    .await;
-                self.wrote(&hash);
-                deleted?;
+                let key = self.session_key(&hash);
+                r.write::<i64>(&key, redis::cmd("DEL").arg(&key)).await?;
                 r.cmd::<i64>(
                     redis::cmd("SREM")
                         .arg(self.user_key(&session.claims))
@@ -462,11 +444,8 @@ impl DatabaseStore {
         // One DEL per key (cluster slots differ); sign-out everywhere is rare.
         let mut ended = 0;
         for h in &hashes {
-            let deleted = r
-                .cmd::<i64>(redis::cmd("DEL").arg(self.session_key(h)))
-                .await;
-            self.wrote(h);
-            ended += deleted?;
+            let key = self.session_key(h);
+            ended += r.write::<i64>(&key, redis::cmd("DEL").arg(&key)).await?;
         }
         r.cmd::<i64>(redis::cmd("DEL").arg(&index)).await?;
         Ok(usize::try_from(ended).unwrap_or(0))

@@ -186,14 +186,6 @@ const CACHE_TRUSTED_FOR: Duration = Duration::from_secs(2);
 /// collision only costs a read).
 const CACHE_SLOTS: usize = 4096;
 
-/// How a reads' connection that cannot be watched fails (a Unix socket, a
-/// `rediss://` URL with `#insecure`): the cache turns itself off.
-const UNSUPPORTED: &str = "client-side caching needs a TCP or verified TLS connection";
-
-/// How a server that says yes to tracking but pushes no invalidation fails.
-const UNTRACKED: &str =
-    "Redis did not push the invalidation of a tracked key (a proxy in between?)";
-
 /// Milliseconds since the first call (a monotonic clock for atomics).
 fn now_ms() -> u64 {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
@@ -212,7 +204,7 @@ fn now_ms() -> u64 {
 /// - every invalidation Redis pushes (a change, a deletion, an expiry, a
 ///   flush), a lost connection (the driver's `Disconnection` push), a
 ///   connection dropped or made by us, and every write of this process to
-///   a session key ([`Redis::forget_cached`]) empties what it concerns;
+///   a session key ([`Redis::write`]) empties what it concerns;
 /// - a hit needs an answer on that connection to a command sent within
 ///   [`CACHE_TRUSTED_FOR`] (Redis sends a connection's pushes before the
 ///   answers after them): a push the network holds up (a retransmit, a
@@ -275,22 +267,25 @@ impl Cache {
         if !self.trusted() {
             return None;
         }
-        self.cached(key)?;
-        let watch = self.watch.load_full()?;
-        if !watch.idle() && !watch.settle().await {
-            return None;
+        let slot = self.slot(key);
+        self.live(slot, key, |_| ())?;
+        if !self.watch.load().as_deref().is_some_and(Watch::idle) {
+            let watch = self.watch.load_full()?;
+            if !watch.settle().await {
+                return None;
+            }
         }
-        let v = self.cached(key)?;
+        // Again: an invalidation may have come while we looked or waited.
+        let v = self.live(slot, key, |e| e.value.clone())?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(v)
     }
 
-    fn cached(&self, key: &str) -> Option<String> {
-        let slot = self.slot(key);
+    /// `f` of `slot`'s entry, if it is `key`'s, alive and current.
+    fn live<T>(&self, slot: &Slot, key: &str, f: impl FnOnce(&Entry) -> T) -> Option<T> {
         let entry = slot.entry.load();
         let e = entry.as_deref()?;
-        (e.key == key && now_ms() < e.expires && self.current(slot, e.read_at))
-            .then(|| e.value.clone())
+        (e.key == key && now_ms() < e.expires && self.current(slot, e.read_at)).then(|| f(e))
     }
 
     /// Whether a read sent at `epoch` is newer than every invalidation of
@@ -562,6 +557,26 @@ struct Sent {
     at_ms: u64,
 }
 
+/// redis-rs's multiplexed connection over `inner`, watched by `watch`;
+/// its driver spawned.
+async fn multiplex<S>(
+    settings: &redis::RedisConnectionInfo,
+    inner: S,
+    watch: &Arc<Watch>,
+    config: AsyncConnectionConfig,
+) -> redis::RedisResult<MultiplexedConnection>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = Watched {
+        inner,
+        watch: watch.clone(),
+    };
+    let (conn, driver) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
+    tokio::spawn(driver);
+    Ok(conn)
+}
+
 /// One connection (standalone: auto-reconnecting; Sentinel: to the
 /// master, re-resolved when forgotten; cluster: the cluster connection).
 struct Link {
@@ -599,7 +614,7 @@ impl Link {
         }
     }
 
-    async fn connect(&self) -> redis::RedisResult<Conn> {
+    async fn connect(&self) -> Result<Conn, Failure> {
         if let Some(cache) = &self.pushes_to {
             let client = match &self.kind {
                 Kind::Single(client) => client.clone(),
@@ -608,20 +623,16 @@ impl Link {
             };
             return self.connect_watched(&client, cache).await.map(Conn::Plain);
         }
-        match &self.kind {
-            Kind::Single(client) => {
-                ConnectionManager::new_with_config(client.clone(), self.config.clone())
-                    .await
-                    .map(Conn::Single)
-            }
+        Ok(match &self.kind {
+            Kind::Single(client) => Conn::Single(
+                ConnectionManager::new_with_config(client.clone(), self.config.clone()).await?,
+            ),
             Kind::Sentinel(s) => {
                 let client = s.lock().await.async_get_client().await?;
-                ConnectionManager::new_with_config(client, self.config.clone())
-                    .await
-                    .map(Conn::Single)
+                Conn::Single(ConnectionManager::new_with_config(client, self.config.clone()).await?)
             }
-            Kind::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
-        }
+            Kind::Cluster(c) => Conn::Cluster(c.get_async_connection().await?),
+        })
     }
 
     /// The reads' connection: our own socket (so its [`Watch`] can peek at
@@ -631,9 +642,9 @@ impl Link {
         &self,
         client: &redis::Client,
         cache: &Arc<Cache>,
-    ) -> redis::RedisResult<MultiplexedConnection> {
+    ) -> Result<MultiplexedConnection, Failure> {
         let info = client.get_connection_info();
-        let (host, port, tls) = match info.addr() {
+        let (host, port, tls_addr) = match info.addr() {
             ConnectionAddr::Tcp(host, port) => (host, *port, false),
             ConnectionAddr::TcpTls {
                 host,
@@ -642,11 +653,9 @@ impl Link {
                 ..
             } => (host, *port, true),
             other => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    format!("{UNSUPPORTED}: {other}"),
-                )
-                .into());
+                return Err(Failure::Untracked(format!(
+                    "client-side caching needs a TCP or verified TLS connection, not {other}"
+                )));
             }
         };
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
@@ -664,37 +673,23 @@ impl Link {
                 Ok::<(), std::convert::Infallible>(())
             });
         let settings = info.redis_settings();
-        let (conn, driver) = if tls {
-            let tls = self
-                .tls
-                .clone()
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::Unsupported, UNSUPPORTED))?;
-            let name = rustls_pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await?;
-            let stream = Watched {
-                inner: stream,
-                watch: watch.clone(),
-            };
-            let (c, d) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
-            (
-                c,
-                Box::pin(d) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-            )
-        } else {
-            let stream = Watched {
-                inner: tcp,
-                watch: watch.clone(),
-            };
-            let (c, d) = MultiplexedConnection::new_with_config(settings, stream, config).await?;
-            (
-                c,
-                Box::pin(d) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
-            )
+        let conn = match (tls_addr, &self.tls) {
+            (false, _) => multiplex(settings, tcp, &watch, config).await?,
+            // Never plain text to a TLS server (AUTH would go in clear).
+            (true, None) => {
+                return Err(Failure::Untracked(
+                    "no TLS settings for the tracking connection".into(),
+                ));
+            }
+            (true, Some(tls)) => {
+                let name = rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await?;
+                multiplex(settings, stream, &watch, config).await?
+            }
         };
-        tokio::spawn(driver);
         // Tracking must work end to end: a proxy in between or a
         // "compatible" server may answer OK and never push. Read a canary
         // key with tracking on, write it, and see its invalidation come
@@ -721,7 +716,9 @@ impl Link {
         let mut c = conn.clone();
         probe.query_async::<()>(&mut c).await?;
         if !cache.canary_seen.load(Ordering::SeqCst) {
-            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, UNTRACKED).into());
+            return Err(Failure::Untracked(
+                "Redis did not push the invalidation of a tracked key (a proxy in between?)".into(),
+            ));
         }
         cache.watch.store(Some(watch));
         Ok(conn)
@@ -741,8 +738,7 @@ impl Link {
             let generation = self.generation.load(Ordering::SeqCst);
             let c = tokio::time::timeout(self.timeout, self.connect())
                 .await
-                .map_err(|_| Failure::Timeout)?
-                .map_err(Failure::Redis)?;
+                .map_err(|_| Failure::Timeout)??;
             if self.generation.load(Ordering::SeqCst) == generation {
                 self.conn.store(Some(Arc::new(c.clone())));
                 return Ok((c, true));
@@ -817,14 +813,37 @@ impl Link {
 enum Failure {
     Timeout,
     Redis(redis::RedisError),
+    /// The tracked reads' connection cannot do its job: nothing to watch
+    /// (a Unix socket, unverified TLS), or no invalidation came for the
+    /// canary. The cache turns itself off.
+    Untracked(String),
+}
+
+impl From<redis::RedisError> for Failure {
+    fn from(e: redis::RedisError) -> Self {
+        Failure::Redis(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Redis(e.into())
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Timeout => f.write_str("connecting timed out"),
+            Failure::Redis(e) => e.fmt(f),
+            Failure::Untracked(why) => f.write_str(why),
+        }
+    }
 }
 
 impl From<Failure> for StoreError {
     fn from(f: Failure) -> Self {
-        match f {
-            Failure::Timeout => unavailable("connecting timed out"),
-            Failure::Redis(e) => unavailable(e),
-        }
+        unavailable(f)
     }
 }
 
@@ -834,13 +853,11 @@ impl Failure {
     /// before 6, some compatible servers). Connection troubles and
     /// passing states (`LOADING`, `READONLY`, ...) are not.
     fn is_refusal(&self) -> bool {
-        let Failure::Redis(e) = self else {
-            return false;
+        let e = match self {
+            Failure::Untracked(_) => return true,
+            Failure::Timeout => return false,
+            Failure::Redis(e) => e,
         };
-        let text = e.to_string();
-        if text.contains(UNSUPPORTED) || text.contains(UNTRACKED) {
-            return true;
-        }
         if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
             return false;
         }
@@ -870,12 +887,10 @@ impl Reads {
     fn turn_off(&self, why: &Failure) {
         if self.on.swap(false, Ordering::SeqCst) {
             self.cache.clear();
-            if let Failure::Redis(e) = why {
-                tracing::warn!(
-                    error = %e,
-                    "Redis refused client-side caching (CLIENT TRACKING over RESP3): session records are read from Redis on every request"
-                );
-            }
+            tracing::warn!(
+                error = %why,
+                "Redis refused client-side caching (CLIENT TRACKING over RESP3): session records are read from Redis on every request"
+            );
         }
     }
 }
@@ -1239,12 +1254,19 @@ impl Redis {
         }
     }
 
-    /// Forgets what memory holds for `key`: this process wrote it. Call
-    /// after the write (Redis's own invalidation arrives a moment later).
-    pub fn forget_cached(&self, key: &str) {
+    /// A command that writes the session record `key`: once it is done,
+    /// whatever its outcome, memory no longer answers for `key` (Redis's
+    /// own invalidation arrives a moment later).
+    pub async fn write<T: FromRedisValue + Send>(
+        &self,
+        key: &str,
+        cmd: &Cmd,
+    ) -> Result<T, StoreError> {
+        let done = self.cmd(cmd).await;
         if let Some(reads) = &self.reads {
             reads.cache.invalidate(key);
         }
+        done
     }
 
     /// Session records answered from memory (`/metrics`).
