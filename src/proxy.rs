@@ -1,8 +1,11 @@
-//! The reverse proxy: one pooled upstream client, requests and responses
-//! streamed through, hop-by-hop headers removed, `X-Forwarded-*` set,
-//! identity headers stripped then set, WebSocket upgrades passed through.
+//! The reverse proxy: a pool of upstream connections ([`upstream`]),
+//! requests and responses streamed through, hop-by-hop headers removed,
+//! `X-Forwarded-*` set, identity headers stripped then set, WebSocket
+//! upgrades passed through.
 //!
 //! Only requests [`crate::authz::evaluate`] lets through reach the upstream.
+
+mod upstream;
 
 use std::time::Duration;
 
@@ -10,10 +13,8 @@ use http::header::{CONNECTION, COOKIE, HOST, SET_COOKIE, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use url::Url;
 
 use crate::authz::{Decision, Target, decide, forward, forward_identity};
@@ -38,9 +39,9 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 pub struct Proxy {
-    client: Client<HttpsConnector<HttpConnector>, Incoming>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    upstream: upstream::Upstream,
+    /// The upstream's `host[:port]`: the `Host` of a request that had none.
+    authority: HeaderValue,
     /// The upstream URL's path, without a trailing `/` (`""` for root).
     prefix: String,
     timeout: Duration,
@@ -63,10 +64,6 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(https);
         let uri: Uri = url
             .as_str()
             .parse()
@@ -75,10 +72,16 @@ impl Proxy {
         else {
             return Err("upstream URL needs a scheme and host".into());
         };
+        let origin = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("upstream URL: {e}"))?;
         Ok(Proxy {
-            client,
-            scheme,
-            authority,
+            upstream: upstream::Upstream::new(https, origin),
+            authority: HeaderValue::from_str(authority.as_str())
+                .map_err(|e| format!("upstream URL: {e}"))?,
             prefix: url.path().trim_end_matches('/').to_string(),
             timeout,
         })
@@ -186,18 +189,22 @@ impl Proxy {
     ) -> Result<Response<Body>, Error> {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let original_host = req.headers().get(HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The client's own host (HTTP/2's `:authority`), else the upstream's.
+        let host = req
+            .headers()
+            .get(HOST)
+            .cloned()
+            .or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            })
+            .unwrap_or_else(|| self.authority.clone());
         *req.uri_mut() = self.upstream_uri(req.uri())?;
         *req.version_mut() = Version::HTTP_11;
         let h = req.headers_mut();
         remove_hop_by_hop(h);
-        if let Some(host) = original_host {
-            h.insert(HOST, host);
-        }
+        h.insert(HOST, host);
         set_forwarded(h, client);
         if let Ok(v) = HeaderValue::from_str(&web::current_request_id()) {
             h.insert(web::X_REQUEST_ID, v);
@@ -206,15 +213,12 @@ impl Proxy {
             h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(UPGRADE, proto.clone());
         }
-        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
-        let mut resp = match sent {
-            Err(_) => return Err(Error::UpstreamTimeout),
-            Ok(Err(e)) => return Err(Error::UpstreamUnreachable(describe(&e))),
-            Ok(Ok(r)) => r,
+        let Some(client_upgrade) = client_upgrade else {
+            let resp = self.within_timeout(self.upstream.send(req)).await?;
+            return Ok(from_upstream(resp, names));
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
+        let mut resp = self.within_timeout(self.upstream.send_upgrade(req)).await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) else {
@@ -226,11 +230,23 @@ impl Proxy {
             let (parts, _) = resp.into_parts();
             return Ok(Response::from_parts(parts, web::empty()));
         }
-        remove_hop_by_hop(resp.headers_mut());
-        strip_our_set_cookies(resp.headers_mut(), names);
-        Ok(resp.map(|b| b.map_err(|e| Box::new(e) as web::BoxError).boxed_unsync()))
+        Ok(from_upstream(resp, names))
     }
 
+    /// The upstream's response head, within `upstream.timeout`.
+    async fn within_timeout<T>(
+        &self,
+        sent: impl Future<Output = Result<T, upstream::SendError>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.timeout, sent).await {
+            Err(_) => Err(Error::UpstreamTimeout),
+            Ok(Err(e)) => Err(Error::UpstreamUnreachable(e.to_string())),
+            Ok(Ok(r)) => Ok(r),
+        }
+    }
+
+    /// The request target for the upstream, in origin form (`/path?query`),
+    /// under the upstream URL's path.
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Error> {
         let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let pq = if self.prefix.is_empty() {
@@ -239,12 +255,21 @@ impl Proxy {
             format!("{}{pq}", self.prefix)
         };
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
             .map_err(|_| Error::BadRequest("The request path is not valid."))
     }
+}
+
+/// An upstream response as the client gets it: without hop-by-hop headers
+/// or the upstream's attempts at Portcullis's cookies.
+fn from_upstream<B>(mut resp: Response<B>, names: &cookies::CookieNames) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + 'static,
+{
+    remove_hop_by_hop(resp.headers_mut());
+    strip_our_set_cookies(resp.headers_mut(), names);
+    resp.map(|b| b.map_err(|e| Box::new(e) as web::BoxError).boxed_unsync())
 }
 
 /// The protocol of an HTTP/1.1 upgrade request (`Upgrade: websocket`).
@@ -361,18 +386,6 @@ fn strip_our_cookies(h: &mut HeaderMap, names: &cookies::CookieNames) {
     {
         h.insert(COOKIE, v);
     }
-}
-
-/// A client error's cause chain, for the log (never the response body).
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -370,8 +370,17 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
     let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
     let mut b = signed_in(&pc).await;
     for i in 0..10 {
-        let r = b.get(&pc.url(&format!("/n/{i}"))).await;
-        assert_eq!(r.status, StatusCode::OK);
+        // A HEAD's response has no body to read to its end: its
+        // connection goes back to the pool all the same.
+        let method = if i % 2 == 0 {
+            Method::GET
+        } else {
+            Method::HEAD
+        };
+        let r = b
+            .request(method.clone(), &pc.url(&format!("/n/{i}")), &[], None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{method} /n/{i}");
     }
     let peers: std::collections::HashSet<_> =
         up.requests.lock().unwrap().iter().map(|r| r.peer).collect();
@@ -381,6 +390,152 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
         "10 sequential requests used {} upstream connections",
         peers.len()
     );
+}
+
+/// An upstream on raw sockets: it answers each request on a connection
+/// with `answer(n)` (n counts requests over all connections) and then
+/// closes the connection after `close_after` of idleness, the way a
+/// keep-alive timeout does, without saying so in the response.
+/// Returns its URL and the number of connections it accepted.
+async fn scripted_upstream(
+    close_after: Duration,
+    answer: fn(usize) -> Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (conns, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let accepted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tokio::time::timeout(close_after, s.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return, // idle too long (or gone): close
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let n = requests.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(&answer(n)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, conns)
+}
+
+/// A pooled connection the upstream has closed meanwhile (its keep-alive
+/// timeout) is noticed when it is checked out and never used: every
+/// request still gets the upstream's answer, none a 502.
+#[tokio::test]
+async fn connections_the_upstream_closed_while_pooled_are_not_used() {
+    let (url, conns) = scripted_upstream(Duration::from_millis(100), |_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+    })
+    .await;
+    let pc = Portcullis::start(Conf::default().upstream(&url)).await;
+    let mut b = signed_in(&pc).await;
+    for i in 0..4 {
+        let r = b.get(&pc.url(&format!("/n/{i}"))).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, "ok"),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+/// A response the client stops reading half way leaves its connection in
+/// the middle of a body: that connection is closed, never pooled, so the
+/// next request's answer is its own and not the rest of the last body.
+#[tokio::test]
+async fn a_response_left_half_read_never_leaks_into_the_next() {
+    let (url, conns) = scripted_upstream(Duration::from_secs(10), |n| {
+        if n == 0 {
+            // Promises 100 kB, sends a bit, and stays open.
+            let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+            r.extend(std::iter::repeat_n(b'x', 1000));
+            r
+        } else {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer {n:02}").into_bytes()
+        }
+    })
+    .await;
+    let pc = Portcullis::start(Conf::default().upstream(&url)).await;
+    let b = signed_in(&pc).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {}\r\n\r\n",
+        b.cookie_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("no response head")
+            .unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s); // the client leaves with the body unread
+    let mut b = b;
+    for i in 1..4 {
+        let r = b.get(&pc.url("/next")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            r.body.starts_with("answer "),
+            "request {i} got {:?}",
+            r.body
+        );
+    }
+    assert!(conns.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+/// Many requests at once each get their own answer (no connection is
+/// shared between two requests in flight).
+#[tokio::test]
+async fn concurrent_requests_each_get_their_own_answer() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url())).await;
+    let b = signed_in(&pc).await;
+    let cookie = b.cookie_header();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64usize {
+        let (url, cookie) = (pc.url(&format!("/c/{i}")), cookie.clone());
+        tasks.spawn(async move {
+            let mut b = Browser::new();
+            let r = b
+                .request(
+                    Method::POST,
+                    &url,
+                    &[("cookie", &cookie)],
+                    Some(("application/octet-stream", vec![b'x'; i * 100])),
+                )
+                .await;
+            (i, r.status, r.body)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, status, body) = done.unwrap();
+        assert_eq!(status, StatusCode::OK, "request {i}");
+        assert_eq!(body, format!("upstream ok {}", i * 100), "request {i}");
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,266 @@
+//! The upstream client: HTTP/1.1 connections kept in a pool and driven by
+//! the task of the request using them, never by a task of their own.
+//!
+//! hyper's pooled client gives each connection a task: a request then
+//! crosses tasks to be written, its response crosses back, and so does
+//! each chunk of the body, every crossing a wake-up. Here a request checks
+//! a connection out together with hyper's connection future and polls that
+//! future itself, first while it waits for the response head, then (from
+//! [`UpstreamBody`]) whenever the server polls the response body. When the
+//! body has ended the connection goes back to the pool.
+//!
+//! An idle connection is polled by no one. Checking it out polls it once,
+//! which reads what the upstream sent meanwhile: its end-of-file (a
+//! keep-alive timeout) or anything else ends that connection, and the next
+//! is tried. A request the upstream closed on before it was written is
+//! given back by hyper and sent on another connection; one that was written
+//! is never sent twice.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// One HTTP/1.1 connection: the handle requests are sent on and hyper's
+/// state machine, which whoever holds the connection polls.
+struct Conn {
+    send: http1::SendRequest<Incoming>,
+    driver: http1::Connection<Io, Incoming>,
+}
+
+impl Conn {
+    /// Drives the connection; `true` once it has ended (closed, failed).
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
+        Pin::new(&mut self.driver).poll(cx).is_ready()
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Idle connections, the most recently used on top.
+struct Pool {
+    // Held to push or pop one connection, never across an `.await`, and
+    // taken from `Drop` and `poll_frame`, where an async lock cannot be.
+    #[allow(clippy::disallowed_types)]
+    idle: std::sync::Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// An idle connection that is still open, polled once with `cx`.
+    fn checkout(&self, cx: &mut Context<'_>) -> Option<Conn> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            if idle.since.elapsed() >= self.idle_timeout {
+                // Older ones are below it: none of them is worth keeping.
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                return None;
+            }
+            let mut conn = idle.conn;
+            if !conn.poll_ended(cx) && conn.send.is_ready() {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // The bottom of the stack waits longest (oldest first): what has
+        // waited too long goes, so a burst's extra connections do not stay
+        // open for good.
+        let stale = idle.partition_point(|i| i.since.elapsed() >= self.idle_timeout);
+        idle.drain(..stale);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Why a request to the upstream failed.
+pub(crate) enum SendError {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, e): (&str, &dyn std::error::Error) = match self {
+            SendError::Connect(e) => ("connecting", e.as_ref()),
+            SendError::Http(e) => ("HTTP", e),
+        };
+        write!(f, "{what}: {e}")?;
+        let mut src = e.source();
+        while let Some(inner) = src {
+            write!(f, ": {inner}")?;
+            src = inner.source();
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Upstream {
+    connector: HttpsConnector<HttpConnector>,
+    /// Where connections go: the upstream's scheme and authority.
+    origin: Uri,
+    pool: Arc<Pool>,
+}
+
+impl Upstream {
+    pub(crate) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> Self {
+        Upstream {
+            connector,
+            origin,
+            pool: Arc::new(Pool {
+                idle: Default::default(),
+                max_idle: 256,
+                idle_timeout: Duration::from_secs(90),
+            }),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let io = self
+            .connector
+            .clone()
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (send, driver) = http1::handshake(io).await.map_err(SendError::Http)?;
+        Ok(Conn { send, driver })
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on a pooled connection, or
+    /// a new one, and answers with the response head; its body drives the
+    /// connection and returns it to the pool at its end.
+    pub(crate) async fn send(
+        &self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        loop {
+            let pooled = std::future::poll_fn(|cx| Poll::Ready(self.pool.checkout(cx))).await;
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            let mut head = std::pin::pin!(conn.send.try_send_request(req));
+            let mut ended = false;
+            let answer = std::future::poll_fn(|cx| {
+                if !ended {
+                    ended = conn.poll_ended(cx);
+                }
+                head.as_mut().poll(cx)
+            })
+            .await;
+            match answer {
+                Ok(resp) => {
+                    let conn = (!ended).then_some(conn);
+                    let pool = Arc::clone(&self.pool);
+                    return Ok(resp.map(|body| UpstreamBody { body, conn, pool }));
+                }
+                // Not written: a pooled connection the upstream had just
+                // closed. Once more, on another (or a new) connection.
+                Err(mut e) if reused && e.message().is_some() => {
+                    req = e.take_message().expect("checked above");
+                }
+                Err(e) => return Err(SendError::Http(e.into_error())),
+            }
+        }
+    }
+
+    /// Sends an upgrade request (WebSocket) on a connection of its own,
+    /// driven by a task of its own, so that `hyper::upgrade::on` works on
+    /// the response.
+    pub(crate) async fn send_upgrade(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let Conn { mut send, driver } = self.connect().await?;
+        tokio::spawn(driver.with_upgrades());
+        send.send_request(req).await.map_err(SendError::Http)
+    }
+}
+
+/// A response body from the upstream. Polling it drives its connection;
+/// when it has ended the connection goes back to the pool. Dropped before
+/// its end, it closes the connection (the rest of the response would be
+/// read as the next one's).
+pub(crate) struct UpstreamBody {
+    body: Incoming,
+    /// `None` once the connection has ended or gone back to the pool.
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(conn) = &mut this.conn
+            && conn.poll_ended(cx)
+        {
+            // Closed after (or while) sending this response: what it read is
+            // in the body already, and an error shows there too.
+            this.conn = None;
+        }
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            None => this.release(),
+            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => this.conn = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body nobody read to its end, because it had none (HEAD, 204,
+        // 304) or its last frame said so, leaves the connection reusable.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
