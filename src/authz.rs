@@ -75,7 +75,9 @@ pub async fn identify(
     // a fallback to the cookie.
     match crate::authn::bearer::presented(app, headers) {
         crate::authn::bearer::Presented::Jwt(token) => {
-            let session = crate::authn::bearer::identify(app, token).await?;
+            // Boxed, like the API token below: rare paths kept out of the
+            // future every request carries (see `authn::route`).
+            let session = Box::pin(crate::authn::bearer::identify(app, token)).await?;
             return Ok(Current {
                 session: Some(session),
                 cookies: Vec::new(),
@@ -89,7 +91,7 @@ pub async fn identify(
     if app.tokens.api_enabled() {
         match crate::tokens::bearer(headers) {
             crate::tokens::Bearer::One(token) if !crate::authn::bearer::looks_like_jwt(token) => {
-                return api_token(app, token, target).await;
+                return Box::pin(api_token(app, token, target)).await;
             }
             crate::tokens::Bearer::Ambiguous => return Err(Error::Unauthenticated),
             _ => {}

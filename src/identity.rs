@@ -70,22 +70,22 @@ impl IdentityHeaders {
     /// its underscore spellings (`X_Auth_Request_User`), which servers
     /// that fold `_` into `-` (CGI, some frameworks) would read as ours.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        for n in &self.strip {
+        // The request's few names are checked against ours, rather than
+        // each of ours looked up in the request (a hash for every name we
+        // know, on every request). Allocates only when there is a spoof.
+        let spoofs: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                self.strip.contains(k)
+                    || (k.as_str().contains('_') && {
+                        let folded = k.as_str().replace('_', "-");
+                        self.strip.iter().any(|n| n.as_str() == folded)
+                    })
+            })
+            .cloned()
+            .collect();
+        for n in spoofs {
             headers.remove(n);
-        }
-        if headers.keys().any(|k| k.as_str().contains('_')) {
-            let spoofs: Vec<HeaderName> = headers
-                .keys()
-                .filter(|k| k.as_str().contains('_'))
-                .filter(|k| {
-                    let folded = k.as_str().replace('_', "-");
-                    self.strip.iter().any(|n| n.as_str() == folded)
-                })
-                .cloned()
-                .collect();
-            for n in spoofs {
-                headers.remove(n);
-            }
         }
     }
 

@@ -106,6 +106,13 @@ pub async fn ensure_fresh(app: &App, session: &mut Session) -> Outcome {
     if !due(app, &session.claims) {
         return Outcome::Unchanged;
     }
+    // Boxed: every request awaits `ensure_fresh`, few refresh; the refresh
+    // future (locks, the store, the IdP) would make every request's
+    // future that much larger, and it is moved around whole.
+    Box::pin(refresh(app, session)).await
+}
+
+async fn refresh(app: &App, session: &mut Session) -> Outcome {
     let Some(provider) = session
         .claims
         .provider

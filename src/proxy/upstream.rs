@@ -161,7 +161,8 @@ impl Upstream {
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
-                None => self.connect().await?,
+                // Boxed: connecting (TLS too) is rare next to reuse.
+                None => Box::pin(self.connect()).await?,
             };
             let mut head = std::pin::pin!(conn.send.try_send_request(req));
             let mut ended = false;
