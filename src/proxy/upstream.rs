@@ -14,7 +14,9 @@
 //! keep-alive timeout) or anything else ends that connection, and the next
 //! is tried. A request the upstream closed on before it was written is
 //! given back by hyper and sent on another connection; one that was written
-//! is never sent twice.
+//! is never sent twice. A connection goes back only between messages: one
+//! whose body was left unread, or whose upload was still going out when
+//! the answer ended (the upstream answered early), is closed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,13 +66,19 @@ struct Pool {
 }
 
 impl Pool {
-    /// An idle connection that is still open, polled once with `cx`.
+    /// An idle connection that is still open, polled once with `cx`. Run
+    /// outside tokio's cooperative budget: with the budget spent, a read
+    /// answers `Pending` without looking, and a closed connection would
+    /// pass for an open one.
     fn checkout(&self, cx: &mut Context<'_>) -> Option<Conn> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
             if idle.since.elapsed() >= self.idle_timeout {
                 // Older ones are below it: none of them is worth keeping.
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                // (Closed after the lock is released.)
+                let stale =
+                    std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+                drop(stale);
                 return None;
             }
             let mut conn = idle.conn;
@@ -85,14 +93,23 @@ impl Pool {
         // The bottom of the stack waits longest (oldest first): what has
         // waited too long goes, so a burst's extra connections do not stay
         // open for good.
-        let stale = idle.partition_point(|i| i.since.elapsed() >= self.idle_timeout);
-        idle.drain(..stale);
-        if idle.len() < self.max_idle {
+        let n = idle.partition_point(|i| i.since.elapsed() >= self.idle_timeout);
+        let stale = (n > 0).then(|| {
+            let rest = idle.split_off(n);
+            std::mem::replace(&mut *idle, rest)
+        });
+        let refused = if idle.len() < self.max_idle {
             idle.push(Idle {
                 conn,
                 since: Instant::now(),
             });
-        }
+            None
+        } else {
+            Some(conn)
+        };
+        // Closed after the lock is released.
+        drop(idle);
+        drop((stale, refused));
     }
 }
 
@@ -157,25 +174,33 @@ impl Upstream {
         mut req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         loop {
-            let pooled = std::future::poll_fn(|cx| Poll::Ready(self.pool.checkout(cx))).await;
+            let pooled = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+                Poll::Ready(self.pool.checkout(cx))
+            }))
+            .await;
             let reused = pooled.is_some();
-            let mut conn = match pooled {
+            let Conn { mut send, driver } = match pooled {
                 Some(c) => c,
                 // Boxed: connecting (TLS too) is rare next to reuse.
                 None => Box::pin(self.connect()).await?,
             };
-            let mut head = std::pin::pin!(conn.send.try_send_request(req));
-            let mut ended = false;
+            let mut driver = Some(driver);
+            let mut head = std::pin::pin!(send.try_send_request(req));
             let answer = std::future::poll_fn(|cx| {
-                if !ended {
-                    ended = conn.poll_ended(cx);
+                if let Some(d) = &mut driver
+                    && Pin::new(d).poll(cx).is_ready()
+                {
+                    // Ended (closed, failed). Dropped at once: hyper then
+                    // hands back a request it had not started writing,
+                    // which would otherwise wait for the timeout.
+                    driver = None;
                 }
                 head.as_mut().poll(cx)
             })
             .await;
             match answer {
                 Ok(resp) => {
-                    let conn = (!ended).then_some(conn);
+                    let conn = driver.map(|driver| Conn { send, driver });
                     let pool = Arc::clone(&self.pool);
                     return Ok(resp.map(|body| UpstreamBody { body, conn, pool }));
                 }
@@ -214,8 +239,14 @@ pub(crate) struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+    /// Back to the pool, if the connection is between messages: after an
+    /// early answer (the upload still going out) it is not, and closes.
+    fn release(&mut self, cx: Option<&mut Context<'_>>) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let ended = cx.is_some_and(|cx| conn.poll_ended(cx));
+        if !ended && conn.send.is_ready() {
             self.pool.checkin(conn);
         }
     }
@@ -230,17 +261,26 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(conn) = &mut this.conn
-            && conn.poll_ended(cx)
-        {
-            // Closed after (or while) sending this response: what it read is
-            // in the body already, and an error shows there too.
-            this.conn = None;
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            // Only the connection can bring more: drive it, look again.
+            if let Some(conn) = &mut this.conn
+                && conn.poll_ended(cx)
+            {
+                // Closed after (or while) sending this response: what it
+                // read is in the body already, and an error shows there.
+                this.conn = None;
+            }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
         }
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let frame = ready!(frame);
         match &frame {
-            None => this.release(),
-            Some(Ok(_)) if this.body.is_end_stream() => this.release(),
+            None => this.release(Some(cx)),
+            // hyper's server stops reading at trailers, or once the body
+            // says it has ended.
+            Some(Ok(f)) if f.is_trailers() || this.body.is_end_stream() => {
+                this.release(Some(cx));
+            }
             Some(Ok(_)) => {}
             Some(Err(_)) => this.conn = None,
         }
@@ -261,7 +301,7 @@ impl Drop for UpstreamBody {
         // A body nobody read to its end, because it had none (HEAD, 204,
         // 304) or its last frame said so, leaves the connection reusable.
         if self.body.is_end_stream() {
-            self.release();
+            self.release(None);
         }
     }
 }

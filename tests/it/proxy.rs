@@ -507,6 +507,37 @@ async fn a_response_left_half_read_never_leaks_into_the_next() {
     assert!(conns.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
 
+/// An upstream that answers before it has read the upload leaves its
+/// connection mid-request: that connection is closed, never pooled, and
+/// the next request gets its own answer on another one.
+#[tokio::test]
+async fn a_connection_answered_before_its_upload_ended_is_not_reused() {
+    let (url, conns) = scripted_upstream(Duration::from_secs(2), |n| {
+        format!("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer {n:02}").into_bytes()
+    })
+    .await;
+    let pc = Portcullis::start(Conf::default().upstream(&url)).await;
+    let mut b = signed_in(&pc).await;
+    // Far more than the socket buffers hold: still going out when the
+    // answer comes.
+    let upload = vec![b'x'; 16 << 20];
+    let r = b
+        .request(
+            Method::POST,
+            &pc.url("/upload"),
+            &[],
+            Some(("application/octet-stream", upload)),
+        )
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "answer 00"));
+    for i in 1..3 {
+        let r = b.get(&pc.url("/next")).await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.body, format!("answer {i:02}"), "request {i}");
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// Many requests at once each get their own answer (no connection is
 /// shared between two requests in flight).
 #[tokio::test]
