@@ -89,20 +89,19 @@ impl Pool {
     }
 
     fn checkin(&self, conn: Conn) {
+        // One clock read, not one per probe of the search below.
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // The bottom of the stack waits longest (oldest first): what has
         // waited too long goes, so a burst's extra connections do not stay
         // open for good.
-        let n = idle.partition_point(|i| i.since.elapsed() >= self.idle_timeout);
+        let n = idle.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
         let stale = (n > 0).then(|| {
             let rest = idle.split_off(n);
             std::mem::replace(&mut *idle, rest)
         });
         let refused = if idle.len() < self.max_idle {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(Idle { conn, since: now });
             None
         } else {
             Some(conn)

@@ -15,6 +15,20 @@ async fn signed_in(pc: &Portcullis) -> Browser {
     b
 }
 
+/// A connection of its own to Portcullis, on which `GET path` with `b`'s
+/// cookies (and the `extra` header lines) has been sent.
+async fn raw_get(pc: &Portcullis, b: &Browser, path: &str, extra: &str) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Cookie: {}\r\n\r\n",
+        b.cookie_header()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s
+}
+
 /// Identity headers a client might try to forge, in odd cases and twice.
 const SPOOFS: &[(&str, &str)] = &[
     ("X-Auth-Request-User", "root"),
@@ -474,15 +488,8 @@ async fn a_response_left_half_read_never_leaks_into_the_next() {
     })
     .await;
     let pc = Portcullis::start(Conf::default().upstream(&url)).await;
-    let b = signed_in(&pc).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
-        .await
-        .unwrap();
-    let req = format!(
-        "GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {}\r\n\r\n",
-        b.cookie_header()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let mut b = signed_in(&pc).await;
+    let mut s = raw_get(&pc, &b, "/big", "").await;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -494,7 +501,6 @@ async fn a_response_left_half_read_never_leaks_into_the_next() {
         got.extend_from_slice(&buf[..n]);
     }
     drop(s); // the client leaves with the body unread
-    let mut b = b;
     for i in 1..4 {
         let r = b.get(&pc.url("/next")).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -709,14 +715,7 @@ async fn response_bodies_stream_before_the_upstream_finishes() {
     });
     let pc = Portcullis::start(Conf::default().upstream(&format!("http://{up_addr}"))).await;
     let b = signed_in(&pc).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pc.port))
-        .await
-        .unwrap();
-    let req = format!(
-        "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nCookie: {}\r\n\r\n",
-        b.cookie_header()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let mut s = raw_get(&pc, &b, "/events", "Accept: text/event-stream\r\n").await;
     let started = Instant::now();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
