@@ -13,8 +13,12 @@
 //! which reads what the upstream sent meanwhile: its end-of-file (a
 //! keep-alive timeout) or anything else ends that connection, and the next
 //! is tried. A request the upstream closed on before it was written is
-//! given back by hyper and sent on another connection; one that was written
-//! is never sent twice. A connection goes back only between messages: one
+//! given back by hyper and sent on another connection. One that was
+//! written goes again only if it is safe and has no body (GET, HEAD,
+//! OPTIONS), its connection had idled [`RACY_IDLE`] or more, and the
+//! upstream closed without a byte of an answer: its keep-alive timeout
+//! raced the request (Go's and nginx's clients retry there too). A
+//! connection goes back only between messages: one
 //! whose body was left unread, or whose upload was still going out when
 //! the answer ended (the upstream answered early), is closed.
 
@@ -39,8 +43,68 @@ type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 /// One HTTP/1.1 connection: the handle requests are sent on and hyper's
 /// state machine, which whoever holds the connection polls.
 struct Conn {
-    send: http1::SendRequest<Incoming>,
-    driver: http1::Connection<Io, Incoming>,
+    send: http1::SendRequest<ReqBody>,
+    driver: http1::Connection<Io, ReqBody>,
+}
+
+/// How long a connection must have idled before a request on it is kept
+/// for a second try: about when an upstream's keep-alive timeout (Node
+/// and uvicorn 5 s, gunicorn 2 s) can close it just as the request goes
+/// out. Under load connections idle far less, and nothing is kept.
+const RACY_IDLE: Duration = Duration::from_millis(250);
+
+/// A request body for the upstream: the client's, or none (the second try
+/// of a request that had none).
+pub(crate) enum ReqBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Client(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Client(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Client(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// A copy of a safe request without a body (GET, HEAD, OPTIONS), to send
+/// again should the upstream close without answering; `None` for others.
+fn replayable(req: &Request<ReqBody>) -> Option<Request<ReqBody>> {
+    let safe = matches!(
+        *req.method(),
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    );
+    if !safe || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(ReqBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 impl Conn {
@@ -66,14 +130,16 @@ struct Pool {
 }
 
 impl Pool {
-    /// An idle connection that is still open, polled once with `cx`. Run
+    /// An idle connection that is still open, polled once with `cx`, and
+    /// how long it idled. Run
     /// outside tokio's cooperative budget: with the budget spent, a read
     /// answers `Pending` without looking, and a closed connection would
     /// pass for an open one.
-    fn checkout(&self, cx: &mut Context<'_>) -> Option<Conn> {
+    fn checkout(&self, cx: &mut Context<'_>) -> Option<(Conn, Duration)> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-            if idle.since.elapsed() >= self.idle_timeout {
+            let idled = idle.since.elapsed();
+            if idled >= self.idle_timeout {
                 // Older ones are below it: none of them is worth keeping.
                 // (Closed after the lock is released.)
                 let stale =
@@ -83,7 +149,7 @@ impl Pool {
             }
             let mut conn = idle.conn;
             if !conn.poll_ended(cx) && conn.send.is_ready() {
-                return Some(conn);
+                return Some((conn, idled));
             }
         }
     }
@@ -170,16 +236,25 @@ impl Upstream {
     /// connection and returns it to the pool at its end.
     pub(crate) async fn send(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut req = req.map(ReqBody::Client);
         loop {
             let pooled = tokio::task::unconstrained(std::future::poll_fn(|cx| {
                 Poll::Ready(self.pool.checkout(cx))
             }))
             .await;
             let reused = pooled.is_some();
+            // A connection that idled long may be closed by the upstream
+            // just as this request goes out (its keep-alive timeout): a
+            // safe request is then sent again, on another connection, as
+            // Go's and nginx's clients do. Never one with a body.
+            let again = match &pooled {
+                Some((_, idled)) if *idled >= RACY_IDLE => replayable(&req),
+                _ => None,
+            };
             let Conn { mut send, driver } = match pooled {
-                Some(c) => c,
+                Some((c, _)) => c,
                 // Boxed: connecting (TLS too) is rare next to reuse.
                 None => Box::pin(self.connect()).await?,
             };
@@ -208,7 +283,14 @@ impl Upstream {
                 Err(mut e) if reused && e.message().is_some() => {
                     req = e.take_message().expect("checked above");
                 }
-                Err(e) => return Err(SendError::Http(e.into_error())),
+                Err(e) => {
+                    let e = e.into_error();
+                    match again {
+                        // Closed before a byte of an answer came back.
+                        Some(copy) if e.is_incomplete_message() => req = copy,
+                        _ => return Err(SendError::Http(e)),
+                    }
+                }
             }
         }
     }
@@ -222,7 +304,9 @@ impl Upstream {
     ) -> Result<Response<Incoming>, SendError> {
         let Conn { mut send, driver } = self.connect().await?;
         tokio::spawn(driver.with_upgrades());
-        send.send_request(req).await.map_err(SendError::Http)
+        send.send_request(req.map(ReqBody::Client))
+            .await
+            .map_err(SendError::Http)
     }
 }
 

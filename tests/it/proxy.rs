@@ -406,14 +406,15 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
     );
 }
 
-/// An upstream on raw sockets: it answers each request on a connection
-/// with `answer(n)` (n counts requests over all connections) and then
-/// closes the connection after `close_after` of idleness, the way a
-/// keep-alive timeout does, without saying so in the response.
-/// Returns its URL and the number of connections it accepted.
+/// An upstream on raw sockets: it answers each request with `answer(n,
+/// k)` (n counts requests over all connections, k on this connection; an
+/// empty answer closes the connection instead) and closes a connection
+/// after `close_after` of idleness, the way a keep-alive timeout does,
+/// without saying so in the response. Returns its URL and the number of
+/// connections it accepted.
 async fn scripted_upstream(
     close_after: Duration,
-    answer: fn(usize) -> Vec<u8>,
+    answer: fn(usize, usize) -> Vec<u8>,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -428,7 +429,7 @@ async fn scripted_upstream(
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
-                loop {
+                for k in 0.. {
                     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
                         match tokio::time::timeout(close_after, s.read(&mut chunk)).await {
                             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
@@ -437,8 +438,8 @@ async fn scripted_upstream(
                     }
                     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
                     buf.drain(..end);
-                    let n = requests.fetch_add(1, Ordering::SeqCst);
-                    if s.write_all(&answer(n)).await.is_err() {
+                    let answer = answer(requests.fetch_add(1, Ordering::SeqCst), k);
+                    if answer.is_empty() || s.write_all(&answer).await.is_err() {
                         return;
                     }
                 }
@@ -453,7 +454,7 @@ async fn scripted_upstream(
 /// request still gets the upstream's answer, none a 502.
 #[tokio::test]
 async fn connections_the_upstream_closed_while_pooled_are_not_used() {
-    let (url, conns) = scripted_upstream(Duration::from_millis(100), |_| {
+    let (url, conns) = scripted_upstream(Duration::from_millis(100), |_, _| {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
     })
     .await;
@@ -471,12 +472,47 @@ async fn connections_the_upstream_closed_while_pooled_are_not_used() {
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
 
+/// An upstream that closes a connection just as a request arrives on it
+/// (its keep-alive timeout racing the request): a GET is sent again on a
+/// new connection and answered; a POST is never sent twice, its client
+/// gets a 502.
+#[tokio::test]
+async fn a_safe_request_the_upstream_closed_on_is_sent_again_a_post_never() {
+    let (url, conns) = scripted_upstream(Duration::from_secs(10), |n, k| {
+        if k == 0 {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer {n:02}").into_bytes()
+        } else {
+            Vec::new() // the second request on a connection: closed unanswered
+        }
+    })
+    .await;
+    let pc = Portcullis::start(Conf::default().upstream(&url)).await;
+    let mut b = signed_in(&pc).await;
+    assert_eq!(b.get(&pc.url("/first")).await.body, "answer 00");
+    // Idle long enough for a keep-alive timeout to be in play.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = b.get(&pc.url("/again")).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "answer 02"));
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = b
+        .request(
+            Method::POST,
+            &pc.url("/once"),
+            &[],
+            Some(("text/plain", b"pay".to_vec())),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
 /// A response the client stops reading half way leaves its connection in
 /// the middle of a body: that connection is closed, never pooled, so the
 /// next request's answer is its own and not the rest of the last body.
 #[tokio::test]
 async fn a_response_left_half_read_never_leaks_into_the_next() {
-    let (url, conns) = scripted_upstream(Duration::from_secs(10), |n| {
+    let (url, conns) = scripted_upstream(Duration::from_secs(10), |n, _| {
         if n == 0 {
             // Promises 100 kB, sends a bit, and stays open.
             let mut r = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
@@ -518,7 +554,7 @@ async fn a_response_left_half_read_never_leaks_into_the_next() {
 /// the next request gets its own answer on another one.
 #[tokio::test]
 async fn a_connection_answered_before_its_upload_ended_is_not_reused() {
-    let (url, conns) = scripted_upstream(Duration::from_secs(2), |n| {
+    let (url, conns) = scripted_upstream(Duration::from_secs(2), |n, _| {
         format!("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nanswer {n:02}").into_bytes()
     })
     .await;
