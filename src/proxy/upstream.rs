@@ -55,7 +55,7 @@ const RACY_IDLE: Duration = Duration::from_millis(250);
 
 /// A request body for the upstream: the client's, or none (the second try
 /// of a request that had none).
-pub(crate) enum ReqBody {
+enum ReqBody {
     Client(Incoming),
     Empty,
 }
@@ -130,20 +130,22 @@ struct Pool {
 }
 
 impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// An idle connection that is still open, polled once with `cx`, and
-    /// how long it idled. Run
-    /// outside tokio's cooperative budget: with the budget spent, a read
-    /// answers `Pending` without looking, and a closed connection would
-    /// pass for an open one.
+    /// how long it idled. Run outside tokio's cooperative budget: with the
+    /// budget spent, a read answers `Pending` without looking, and a closed
+    /// connection would pass for an open one.
     fn checkout(&self, cx: &mut Context<'_>) -> Option<(Conn, Duration)> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            let idle = self.idle().pop()?;
             let idled = idle.since.elapsed();
             if idled >= self.idle_timeout {
                 // Older ones are below it: none of them is worth keeping.
                 // (Closed after the lock is released.)
-                let stale =
-                    std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+                let stale = std::mem::take(&mut *self.idle());
                 drop(stale);
                 return None;
             }
@@ -157,7 +159,7 @@ impl Pool {
     fn checkin(&self, conn: Conn) {
         // One clock read, not one per probe of the search below.
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle();
         // The bottom of the stack waits longest (oldest first): what has
         // waited too long goes, so a burst's extra connections do not stay
         // open for good.
