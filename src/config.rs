@@ -31,6 +31,8 @@ pub use source::{EnvSource, Origin, ProcessEnv};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Threads serving connections; `None`: one per CPU.
+    pub workers: Option<usize>,
     /// The external origin users reach Portcullis at (scheme, host, port).
     pub public_url: Url,
     /// `/auth` by default; never ends with `/`.
@@ -416,6 +418,7 @@ pub fn effective(c: &Config) -> String {
     let h = &c.headers;
     let v = json!({
         "listen": c.listen.to_string(),
+        "workers": c.workers,
         "public_url": c.public_url.as_str(),
         "base_path": c.base_path,
         "secrets": format!("<{} redacted>", c.secrets.len()),

@@ -370,7 +370,10 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
         }
     };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // The background work's (reload, stores, the admin listener); the
+    // connections have runtimes of their own (`server::run`).
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the runtime")?;
@@ -398,6 +401,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let listen = cfg.listen;
     let cfg_tls = cfg.tls.is_some();
+    let workers = server::worker_count(cfg.workers);
     let demo = cfg.demo.clone();
     let public = cfg.public_url.clone();
     let app = Arc::new(App::new(cfg, Clock::System, upstream_override.clone())?);
@@ -460,6 +464,7 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         None => None,
     };
     drop(app);
-    server::run(apps, listener, tls, server::shutdown_signal()).await;
-    Ok(())
+    server::run(apps, listener, tls, workers, server::shutdown_signal())
+        .await
+        .context("starting the workers")
 }

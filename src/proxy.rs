@@ -55,6 +55,7 @@ impl Proxy {
         identity: Option<(&std::path::Path, &std::path::Path)>,
         connect_timeout: Duration,
         timeout: Duration,
+        workers: usize,
     ) -> Result<Self, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -80,7 +81,7 @@ impl Proxy {
             .build()
             .map_err(|e| format!("upstream URL: {e}"))?;
         Ok(Proxy {
-            upstream: upstream::Upstream::new(https, origin),
+            upstream: upstream::Upstream::new(https, origin, workers),
             authority: HeaderValue::from_str(authority.as_str())
                 .map_err(|e| format!("upstream URL: {e}"))?,
             prefix: url.path().trim_end_matches('/').to_string(),

@@ -53,7 +53,7 @@ pub async fn watch(apps: Apps, path: PathBuf, upstream_override: Option<url::Url
 
 /// One reload attempt; returns whether the new config is now serving.
 pub async fn reload(apps: &Apps, path: &Path, upstream_override: Option<url::Url>) -> bool {
-    let cfg = match config::load(path, &ProcessEnv) {
+    let mut cfg = match config::load(path, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(
@@ -71,6 +71,11 @@ pub async fn reload(apps: &Apps, path: &Path, upstream_override: Option<url::Url
         tracing::warn!(
             "listen addresses change only with a restart; the new ones are ignored until then"
         );
+    }
+    if cfg.workers != old.config.workers {
+        tracing::warn!("workers changes only with a restart; the new number is ignored until then");
+        // The running threads' number: what per-worker state is sized by.
+        cfg.workers = old.config.workers;
     }
     let app = match App::new(cfg, Clock::System, upstream_override) {
         Ok(mut a) => {

@@ -160,6 +160,7 @@ impl App {
             identity.also_strip(h.clone());
         }
         let tokens = crate::tokens::Tokens::new(&config, store.as_ref(), clock.clone());
+        let workers = crate::server::worker_count(config.workers);
         let proxy = match (&config.upstream, upstream_override) {
             (
                 Some(Upstream::Url {
@@ -179,12 +180,20 @@ impl App {
                         .map(|(c, k)| (c.as_path(), k.as_path())),
                     *connect_timeout,
                     *timeout,
+                    workers,
                 )
                 .map_err(BuildError::Tls)?,
             ),
             (Some(Upstream::Whoami { timeout }), Some(url)) => Some(
-                Proxy::new(url, None, None, std::time::Duration::from_secs(2), *timeout)
-                    .map_err(BuildError::Tls)?,
+                Proxy::new(
+                    url,
+                    None,
+                    None,
+                    std::time::Duration::from_secs(2),
+                    *timeout,
+                    workers,
+                )
+                .map_err(BuildError::Tls)?,
             ),
             _ => None,
         };

@@ -13,6 +13,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     #[serde(deserialize_with = "opt_text")]
     pub public_url: Option<String>,
+    #[serde(deserialize_with = "opt_u64")]
+    pub workers: Option<u64>,
     #[serde(deserialize_with = "opt_text")]
     pub base_path: Option<String>,
     #[serde(deserialize_with = "one_or_many")]

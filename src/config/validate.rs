@@ -176,6 +176,15 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
         SocketAddr::from(([127, 0, 0, 1], 4180))
     });
 
+    let workers = raw.workers.map(|n| n as usize);
+    if workers.is_some_and(|n| !(1..=256).contains(&n)) {
+        c.bad(
+            "workers",
+            "out of range",
+            "use 1 to 256, or remove it for one worker per CPU",
+        );
+    }
+
     let default_public = format!("http://{listen}");
     let public_s = raw.public_url.as_deref().unwrap_or(&default_public);
     let public_url = match Url::parse(public_s) {
@@ -779,6 +788,7 @@ pub fn validate(doc: &Document, base_dir: Option<&Path>) -> Result<Config, Confi
     }
     Ok(Config {
         listen,
+        workers,
         public_url,
         base_path,
         secrets,

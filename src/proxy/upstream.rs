@@ -119,19 +119,25 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections, the most recently used on top.
+/// Idle connections, the most recently used on top: a stack per worker
+/// (see [`crate::server::worker`]), as a connection is registered with the
+/// runtime of the worker that opened it and answers fastest there.
 struct Pool {
     // Held to push or pop one connection, never across an `.await`, and
     // taken from `Drop` and `poll_frame`, where an async lock cannot be.
+    // Only its own worker takes a worker's lock (the rest share stack 0).
     #[allow(clippy::disallowed_types)]
-    idle: std::sync::Mutex<Vec<Idle>>,
+    idle: Box<[std::sync::Mutex<Vec<Idle>>]>,
+    /// Per worker, as nginx's `keepalive`.
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 impl Pool {
+    /// This worker's stack.
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        let stack = &self.idle[crate::server::worker() % self.idle.len()];
+        stack.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// An idle connection that is still open, polled once with `cx`, and
@@ -210,12 +216,18 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(connector: HttpsConnector<HttpConnector>, origin: Uri) -> Self {
+    /// `workers`: how many workers serve connections (stacks 1 to
+    /// `workers`; 0 is for any other thread).
+    pub(crate) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        origin: Uri,
+        workers: usize,
+    ) -> Self {
         Upstream {
             connector,
             origin,
             pool: Arc::new(Pool {
-                idle: Default::default(),
+                idle: (0..=workers).map(|_| Default::default()).collect(),
                 max_idle: 256,
                 idle_timeout: Duration::from_secs(90),
             }),

@@ -36,7 +36,13 @@ fn a_good_config_prints_the_effective_one_with_secrets_redacted() {
     assert_eq!(v["session"]["max_age"], "2592000s");
     assert_eq!(v["cookies"]["secure"], true);
     assert_eq!(v["upstream"]["url"], "http://app:8080/");
+    // Not set: one per CPU, decided at start.
+    assert_eq!(v["workers"], serde_json::Value::Null);
     assert!(!out.contains(SECRET) && !err.contains(SECRET));
+    let (code, out, err) = check(&format!("{GOOD}workers: 3\n"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["workers"], 3);
 }
 
 #[test]
@@ -76,6 +82,16 @@ fn each_mistake_names_key_line_and_fix() {
             &format!("{GOOD}access:\n  public_paths: [\"no-slash\"]\n"),
             "access.public_paths[0]",
             &["line 10", "path pattern"],
+        ),
+        (
+            &format!("{GOOD}workers: 0\n"),
+            "workers",
+            &["line 9", "out of range", "one worker per CPU"],
+        ),
+        (
+            &format!("{GOOD}workers: 257\n"),
+            "workers",
+            &["line 9", "out of range"],
         ),
     ];
     for (yaml, key, needles) in cases {
