@@ -216,10 +216,11 @@ impl Proxy {
             h.insert(UPGRADE, proto.clone());
         }
         let Some(client_upgrade) = client_upgrade else {
-            let resp = self.within_timeout(self.upstream.send(req)).await?;
+            let resp = timed(tokio::time::timeout(self.timeout, self.upstream.send(req)).await)?;
             return Ok(from_upstream(resp, names));
         };
-        let mut resp = self.within_timeout(self.upstream.send_upgrade(req)).await?;
+        let sent = tokio::time::timeout(self.timeout, self.upstream.send_upgrade(req));
+        let mut resp = timed(sent.await)?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
@@ -235,18 +236,6 @@ impl Proxy {
         Ok(from_upstream(resp, names))
     }
 
-    /// The upstream's response head, within `upstream.timeout`.
-    async fn within_timeout<T>(
-        &self,
-        sent: impl Future<Output = Result<T, upstream::SendError>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.timeout, sent).await {
-            Err(_) => Err(Error::UpstreamTimeout),
-            Ok(Err(e)) => Err(Error::UpstreamUnreachable(e.to_string())),
-            Ok(Ok(r)) => Ok(r),
-        }
-    }
-
     /// The request target for the upstream, in origin form (`/path?query`),
     /// under the upstream URL's path.
     fn upstream_uri(&self, uri: &Uri) -> Result<Uri, Error> {
@@ -260,6 +249,20 @@ impl Proxy {
             .path_and_query(pq)
             .build()
             .map_err(|_| Error::BadRequest("The request path is not valid."))
+    }
+}
+
+/// The upstream's response head, or why there is none: `sent` was bounded
+/// by `upstream.timeout`. (Not an async wrapper around the timeout: that
+/// future would hold the request's future twice, as its argument and
+/// inside the timeout, and be moved at twice the size.)
+fn timed<T>(
+    sent: Result<Result<T, upstream::SendError>, tokio::time::error::Elapsed>,
+) -> Result<T, Error> {
+    match sent {
+        Err(_) => Err(Error::UpstreamTimeout),
+        Ok(Err(e)) => Err(Error::UpstreamUnreachable(e.to_string())),
+        Ok(Ok(r)) => Ok(r),
     }
 }
 

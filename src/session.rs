@@ -129,7 +129,9 @@ impl SessionStore {
     pub async fn load(&self, headers: &http::HeaderMap) -> Result<Loaded, StoreError> {
         match self {
             SessionStore::Jwt(s) => Ok(s.load(headers)),
-            SessionStore::Database(s) => s.load(headers).await,
+            // Boxed: a store read is a ~6 KB future, and every request's
+            // future would be that much larger (and copied) without it.
+            SessionStore::Database(s) => Box::pin(s.load(headers)).await,
         }
     }
 
@@ -169,7 +171,8 @@ impl SessionStore {
     ) -> Result<Vec<String>, StoreError> {
         match self {
             SessionStore::Jwt(s) => Ok(s.issue(&mut session.claims, seen_chunks, domain)),
-            SessionStore::Database(s) => s.save(session).await.map(|()| Vec::new()),
+            // Boxed, as in `load`.
+            SessionStore::Database(s) => Box::pin(s.save(session)).await.map(|()| Vec::new()),
         }
     }
 
@@ -183,7 +186,7 @@ impl SessionStore {
             SessionStore::Jwt(s) => s.clear(loaded.chunks, domain),
             SessionStore::Database(s) => {
                 if let Some(session) = &loaded.session {
-                    s.destroy(session).await?;
+                    Box::pin(s.destroy(session)).await?; // as in `load`
                 }
                 s.clear(loaded.chunks, domain)
             }

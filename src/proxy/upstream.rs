@@ -44,7 +44,10 @@ type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
 /// state machine, which whoever holds the connection polls.
 struct Conn {
     send: http1::SendRequest<ReqBody>,
-    driver: http1::Connection<Io, ReqBody>,
+    /// Boxed: hyper's connection state is ~1.5 KB, and a connection moves
+    /// (out of the pool, into a response body, back) several times a
+    /// request; a box moves as a pointer.
+    driver: Box<http1::Connection<Io, ReqBody>>,
 }
 
 /// How long a connection must have idled before a request on it is kept
@@ -110,7 +113,7 @@ fn replayable(req: &Request<ReqBody>) -> Option<Request<ReqBody>> {
 impl Conn {
     /// Drives the connection; `true` once it has ended (closed, failed).
     fn poll_ended(&mut self, cx: &mut Context<'_>) -> bool {
-        Pin::new(&mut self.driver).poll(cx).is_ready()
+        Pin::new(&mut *self.driver).poll(cx).is_ready()
     }
 }
 
@@ -242,7 +245,10 @@ impl Upstream {
             .await
             .map_err(SendError::Connect)?;
         let (send, driver) = http1::handshake(io).await.map_err(SendError::Http)?;
-        Ok(Conn { send, driver })
+        Ok(Conn {
+            send,
+            driver: Box::new(driver),
+        })
     }
 
     /// Sends `req` (origin-form URI, `Host` set) on a pooled connection, or
@@ -276,7 +282,7 @@ impl Upstream {
             let mut head = std::pin::pin!(send.try_send_request(req));
             let answer = std::future::poll_fn(|cx| {
                 if let Some(d) = &mut driver
-                    && Pin::new(d).poll(cx).is_ready()
+                    && Pin::new(&mut **d).poll(cx).is_ready()
                 {
                     // Ended (closed, failed). Dropped at once: hyper then
                     // hands back a request it had not started writing,
@@ -316,8 +322,8 @@ impl Upstream {
         &self,
         req: Request<Incoming>,
     ) -> Result<Response<Incoming>, SendError> {
-        let Conn { mut send, driver } = self.connect().await?;
-        tokio::spawn(driver.with_upgrades());
+        let Conn { mut send, driver } = Box::pin(self.connect()).await?;
+        tokio::spawn((*driver).with_upgrades());
         send.send_request(req.map(ReqBody::Client))
             .await
             .map_err(SendError::Http)
