@@ -689,6 +689,20 @@ def report(argv: list[str]) -> int:
                    + " µs")
     q("nginx-auth", "nginx-proxy", "nginx `auth_request` + Portcullis / nginx `proxy_pass` alone")
     q("pc-proxy-jwt", "nginx-proxy", "Portcullis proxy (`jwt` session) / nginx `proxy_pass` (no auth)")
+    # 8.: the same proxy step on Portcullis's HTTP stack with nothing
+    # else, measured in alternation with 2. and 4.
+    for key, base, text in (("bare-proxy", "nginx-proxy", "bare hyper proxy (no auth) / nginx `proxy_pass` "
+                             "(no auth): the most a proxy on Portcullis's HTTP stack reaches here"),
+                            ("pc-proxy-jwt", "bare-proxy", "Portcullis proxy (`jwt`) / bare hyper proxy: "
+                             "what the session check, identity headers, metrics and the rest cost")):
+        v = paired(key, base)
+        if v:
+            out.append(f"- {text}: {v[1]}")
+    trio = [(k, n, l) for k, n, l in (("nginx-proxy", "nginx", "nginx (edge)"), ("bare-proxy", "bare hyper proxy",
+                                       "bare proxy"), ("pc-proxy-jwt", "Portcullis", "portcullis")) if k in by]
+    if len(trio) > 1 and all(by[k]["cpu_pct"].get(l) for k, _, l in trio):
+        out.append("- CPU per proxied request, the proxy process alone: " + ", ".join(
+            f"{n} {cpu_us(by[k], l):.1f} µs" for k, n, l in trio))
     q("pc-proxy-jwt", "nginx-auth", "Portcullis proxy (`jwt`) / nginx `auth_request` + Portcullis")
     q("pc-proxy-db", "pc-proxy-jwt", "Portcullis proxy `database` / `jwt`")
     for key, label in (("pc-proxy-jwt", "`jwt`"), ("pc-proxy-db", "`database`")):

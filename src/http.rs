@@ -271,7 +271,6 @@ fn route_of(app: &App, path: &str) -> Route {
 }
 
 async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let app = app.clone();
     let client = ClientInfo::read(
         req.headers(),
         req.uri().host(),
@@ -297,7 +296,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
             if app.config.metrics.on_main_listener()
                 && forwarded::is_trusted(client.client_ip, &app.config.trusted_proxies) =>
         {
-            return metrics_response(&app);
+            return metrics_response(app);
         }
         _ => {}
     }
@@ -305,10 +304,10 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> R
         && (rest.is_empty() || rest.starts_with('/'))
     {
         let rest = rest.to_string();
-        return crate::authn::route(&app, req, &client, &rest).await;
+        return crate::authn::route(app, req, &client, &rest).await;
     }
     match &app.proxy {
-        Some(proxy) => proxy.serve(&app, req, &client).await,
+        Some(proxy) => proxy.serve(app, req, &client).await,
         None => {
             let html = wants_html(req.headers());
             if req.method() == Method::GET && path == "/" && html {
