@@ -220,3 +220,48 @@ async fn sigterm_does_not_wait_for_parked_connections() {
         assert!(closed_within(&mut s, Duration::from_secs(1)).await);
     }
 }
+
+/// `workers`: that many serving threads (named for `ps -L` and `top -H`),
+/// each serving connections to the end, proxying through its own upstream
+/// connections.
+#[tokio::test]
+async fn workers_serve_connections_on_threads_of_their_own() {
+    let up = Upstream::start().await;
+    let pc = Portcullis::start(Conf::default().upstream(&up.url()).extra("workers: 3\n")).await;
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", pc.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| n.starts_with("portcullis-w"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["portcullis-w1", "portcullis-w2", "portcullis-w3"]);
+    let cookie = signed_in(&pc).await.cookie_header();
+    // Concurrent keep-alive connections, whichever worker took each: every
+    // answer is its own, with the identity of the session.
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let (port, cookie) = (pc.port, cookie.clone());
+        clients.spawn(async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            for round in 0..3 {
+                let (status, body) = get(&mut s, &format!("/w/{i}/{round}"), &cookie).await;
+                assert_eq!(status, 200, "{i}/{round}: {body}");
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let seen = up.requests.lock().unwrap().clone();
+    let mut uris: Vec<&str> = seen.iter().map(|r| r.uri.as_str()).collect();
+    uris.sort_unstable();
+    let mut want: Vec<String> = (0..12)
+        .flat_map(|i| (0..3).map(move |r| format!("/w/{i}/{r}")))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(uris, want);
+    for r in &seen {
+        assert_eq!(r.header("x-auth-request-email"), Some(ALICE.0), "{}", r.uri);
+    }
+}
