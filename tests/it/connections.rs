@@ -228,13 +228,26 @@ async fn sigterm_does_not_wait_for_parked_connections() {
 async fn workers_serve_connections_on_threads_of_their_own() {
     let up = Upstream::start().await;
     let pc = Portcullis::start(Conf::default().upstream(&up.url()).extra("workers: 3\n")).await;
-    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", pc.pid()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .filter(|n| n.starts_with("portcullis-w"))
-        .collect();
-    names.sort();
+    let workers = || {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", pc.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| n.starts_with("portcullis-w"))
+            .collect();
+        names.sort();
+        names
+    };
+    // A thread takes its name as it starts: the first worker may already
+    // answer while the last is starting.
+    let mut names = workers();
+    for _ in 0..50 {
+        if names.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        names = workers();
+    }
     assert_eq!(names, ["portcullis-w1", "portcullis-w2", "portcullis-w3"]);
     let cookie = signed_in(&pc).await.cookie_header();
     // Concurrent keep-alive connections, whichever worker took each: every

@@ -213,10 +213,10 @@ async fn config_reload_applies_good_configs_and_refuses_bad_ones() {
     let path = pc.dir.path().join("portcullis.yaml");
     let original = std::fs::read_to_string(&path).unwrap();
 
-    // A good change, applied on SIGHUP.
+    // A good change, applied on SIGHUP; `workers` waits for a restart.
     std::fs::write(
         &path,
-        format!("{original}access:\n  public_paths: [/open/*]\n"),
+        format!("{original}workers: 7\naccess:\n  public_paths: [/open/*]\n"),
     )
     .unwrap();
     std::process::Command::new("kill")
@@ -225,6 +225,11 @@ async fn config_reload_applies_good_configs_and_refuses_bad_ones() {
         .unwrap();
     assert!(pc.log_shows("config reloaded").await, "{}", pc.logs());
     assert_eq!(api.get(&pc.url("/open/x")).await.status, StatusCode::OK);
+    assert!(
+        pc.logs().contains("workers changes only with a restart"),
+        "{}",
+        pc.logs()
+    );
 
     // A bad change (found by the file watcher): refused, the old config serves on.
     tokio::time::sleep(Duration::from_millis(1100)).await;
