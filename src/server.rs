@@ -489,9 +489,16 @@ pub fn worker() -> usize {
 }
 
 /// The number of workers `workers` asks for: that many, or one per CPU
-/// this process may use (cgroup quotas included).
+/// this process may use (cgroup quotas included), as counted the first
+/// time: the CPU limit can change under a running process (a container
+/// resized in place), the number of running workers does not, and what is
+/// sized per worker (each app's upstream pool, built again at every
+/// reload) must match it.
 pub fn worker_count(workers: Option<usize>) -> usize {
-    workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    workers.unwrap_or_else(|| {
+        *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }
 
 /// Serves `listener` until `shutdown`, then stops accepting and waits up
